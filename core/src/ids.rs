@@ -1,0 +1,156 @@
+//! Newtype identifiers. Each id that could be confused with another has its
+//! own type; a delivery tag carries the channel it was issued on, so a tag of
+//! an old channel cannot be acked on a new one by accident.
+
+use std::fmt;
+
+use crate::error::InvalidId;
+
+/// The id of an endpoint: 1-64 characters of `[A-Za-z0-9_-]` (SPEC §2).
+///
+/// It names the endpoint's queue `E.tasks` and its result routing key
+/// `E.results`, so it must be safe inside a queue name and a topic key.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EndpointId(String);
+
+impl EndpointId {
+    /// Longest endpoint id accepted.
+    pub const MAX_LEN: usize = 64;
+
+    /// Validates `s` as an endpoint id.
+    pub fn new(s: impl Into<String>) -> Result<Self, InvalidId> {
+        let s = s.into();
+        if s.is_empty() {
+            return Err(InvalidId::Empty);
+        }
+        if s.len() > Self::MAX_LEN {
+            return Err(InvalidId::TooLong { len: s.len(), max: Self::MAX_LEN });
+        }
+        if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
+            return Err(InvalidId::BadChar(c));
+        }
+        Ok(Self(s))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The endpoint's durable task queue, `E.tasks`.
+    pub fn task_queue(&self) -> String {
+        format!("{}.tasks", self.0)
+    }
+
+    /// The routing key of the endpoint's results, `E.results`.
+    pub fn result_key(&self) -> String {
+        format!("{}.results", self.0)
+    }
+}
+
+impl fmt::Display for EndpointId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The id of a task: the AMQP `message_id` of the task message, non-empty,
+/// at most 128 bytes of UTF-8 (SPEC §3).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskId(String);
+
+impl TaskId {
+    /// Longest task id accepted, in bytes.
+    pub const MAX_LEN: usize = 128;
+
+    /// Validates `s` as a task id.
+    pub fn new(s: impl Into<String>) -> Result<Self, InvalidId> {
+        let s = s.into();
+        if s.is_empty() {
+            return Err(InvalidId::Empty);
+        }
+        if s.len() > Self::MAX_LEN {
+            return Err(InvalidId::TooLong { len: s.len(), max: Self::MAX_LEN });
+        }
+        Ok(Self(s))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One AMQP connection attempt. Replies from an older attempt are ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
+/// One opened channel, unique over the life of a [`crate::Lane`]: every
+/// open (also a reopen after a reconnect) gets a new id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChannelId(pub u64);
+
+/// A broker delivery tag together with the channel that issued it.
+///
+/// AMQP delivery tags count from 1 on every channel; a bare number acked on
+/// a new channel would ack a task nobody processed. The channel travels with
+/// the number so the shell acks on the channel named here or not at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DeliveryTag {
+    /// The channel the delivery arrived on.
+    pub channel: ChannelId,
+    /// The broker's tag on that channel.
+    pub tag: u64,
+}
+
+/// A publisher-confirm sequence number together with its channel. Confirm
+/// tags count from 1 after `confirm.select` on each channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PublishTag {
+    /// The publishing channel.
+    pub channel: ChannelId,
+    /// The confirm sequence number on that channel.
+    pub seq: u64,
+}
+
+/// Position of a spool write in the order core issued it; the shell reports
+/// progress as "everything up to and including this one is committed".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct WriteSeq(pub u64);
+
+/// Position of a result in the outbox, persisted: results are published in
+/// this order and survive restarts under it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct OutboxSeq(pub u64);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_id_rules() {
+        assert!(EndpointId::new("ep-1_A").is_ok());
+        assert_eq!(EndpointId::new(""), Err(InvalidId::Empty));
+        assert_eq!(EndpointId::new("a.b"), Err(InvalidId::BadChar('.')));
+        assert_eq!(EndpointId::new("a*"), Err(InvalidId::BadChar('*')));
+        assert!(EndpointId::new("x".repeat(64)).is_ok());
+        assert_eq!(EndpointId::new("x".repeat(65)), Err(InvalidId::TooLong { len: 65, max: 64 }));
+        let e = EndpointId::new("e1").unwrap();
+        assert_eq!(e.task_queue(), "e1.tasks");
+        assert_eq!(e.result_key(), "e1.results");
+    }
+
+    #[test]
+    fn task_id_rules() {
+        assert!(TaskId::new("t").is_ok());
+        assert_eq!(TaskId::new(""), Err(InvalidId::Empty));
+        assert!(TaskId::new("é".repeat(64)).is_ok()); // 128 bytes
+        assert!(TaskId::new("é".repeat(65)).is_err());
+    }
+}

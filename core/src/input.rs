@@ -1,0 +1,194 @@
+//! What happened: everything a shell reports to core.
+
+use crate::ids::{ChannelId, ConnId, TaskId, WriteSeq};
+use crate::message::{RawMessage, ResultStatus};
+
+use bytes::Bytes;
+
+/// An event for [`crate::Lane::handle`]. Replies name the connection or
+/// channel they belong to; a reply for one that core has already given up
+/// is ignored, so a shell may report races as they happen.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Input {
+    /// The connection of `Amqp::Connect { conn }` is open.
+    Connected {
+        /// Which attempt.
+        conn: ConnId,
+    },
+    /// The connection of `Amqp::Connect { conn }` could not be made.
+    ConnectFailed {
+        /// Which attempt.
+        conn: ConnId,
+        /// What went wrong, for status and logs.
+        reason: String,
+    },
+    /// An open connection died: socket error, heartbeat timeout, or a
+    /// `connection.close` from the broker. Everything on it is gone; the
+    /// broker requeues what was not acked.
+    ConnectionLost {
+        /// Which connection.
+        conn: ConnId,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The broker blocked the connection (`connection.blocked`, e.g. a
+    /// memory or disk alarm): publishing stalls until `Unblocked`.
+    Blocked {
+        /// Which connection.
+        conn: ConnId,
+        /// The broker's reason.
+        reason: String,
+    },
+    /// The broker lifted the block.
+    Unblocked {
+        /// Which connection.
+        conn: ConnId,
+    },
+    /// `Amqp::OpenChannel` succeeded.
+    ChannelOpened {
+        /// Which channel.
+        channel: ChannelId,
+    },
+    /// The broker (or the library) closed a channel, with the server's code
+    /// and text when there is one.
+    ChannelClosed {
+        /// Which channel.
+        channel: ChannelId,
+        /// AMQP reply code (0 when unknown).
+        code: u16,
+        /// AMQP reply text.
+        text: String,
+    },
+    /// `Amqp::Qos` succeeded.
+    QosOk {
+        /// Which channel.
+        channel: ChannelId,
+    },
+    /// `Amqp::Consume` succeeded. `active` is false when the shell knows the
+    /// queue already has an active consumer (single active consumer): this
+    /// lane then waits as a standby until its first delivery.
+    ConsumeOk {
+        /// Which channel.
+        channel: ChannelId,
+        /// Whether this consumer receives deliveries now.
+        active: bool,
+    },
+    /// The shell learned that this lane's consumer became the active one.
+    ConsumerActive {
+        /// Which channel.
+        channel: ChannelId,
+    },
+    /// `Amqp::Consume` was refused (exclusive consumer present: 403
+    /// ACCESS_REFUSED, or 405 RESOURCE_LOCKED). The channel is gone.
+    ConsumeRefused {
+        /// Which channel.
+        channel: ChannelId,
+        /// AMQP reply code.
+        code: u16,
+        /// AMQP reply text.
+        text: String,
+    },
+    /// `Amqp::ConfirmSelect` succeeded.
+    ConfirmSelectOk {
+        /// Which channel.
+        channel: ChannelId,
+    },
+    /// A `basic.deliver` on a consuming channel.
+    Delivery {
+        /// Which channel.
+        channel: ChannelId,
+        /// The broker's delivery tag on that channel.
+        tag: u64,
+        /// The broker's `redelivered` flag.
+        redelivered: bool,
+        /// The message, unjudged.
+        message: RawMessage,
+    },
+    /// A publisher confirm: `basic.ack` from the broker.
+    PublishAck {
+        /// Which channel.
+        channel: ChannelId,
+        /// Confirm tag.
+        tag: u64,
+        /// Whether every tag up to `tag` is confirmed.
+        multiple: bool,
+    },
+    /// A publisher `basic.nack`: the broker could not take the message.
+    PublishNack {
+        /// Which channel.
+        channel: ChannelId,
+        /// Confirm tag.
+        tag: u64,
+        /// Whether every tag up to `tag` is nacked.
+        multiple: bool,
+    },
+    /// A `basic.return` of a mandatory publish (unroutable). RabbitMQ sends
+    /// it before the confirm of the same message.
+    Returned {
+        /// Which channel.
+        channel: ChannelId,
+        /// The returned message's `message_id`.
+        message_id: Option<Vec<u8>>,
+        /// AMQP reply code (312 NO_ROUTE).
+        code: u16,
+        /// AMQP reply text.
+        text: String,
+    },
+    /// The spool committed every write up to and including `upto`.
+    SpoolCommitted {
+        /// The last write committed.
+        upto: WriteSeq,
+    },
+    /// The spool cannot commit right now (e.g. the LMDB map is at its
+    /// limit); writes wait and nothing more is acked until it recovers.
+    SpoolStalled {
+        /// Why, for status and logs.
+        reason: String,
+    },
+    /// The application finished a task.
+    Complete {
+        /// Which task.
+        task: TaskId,
+        /// Success or failure.
+        status: ResultStatus,
+        /// The result payload.
+        body: Bytes,
+    },
+    /// Time passed (a deadline of `poll_timeout` may have expired). Every
+    /// `handle` call also processes expired deadlines; this input does
+    /// nothing else.
+    Timeout,
+    /// Stop: close the connection and stay down. Spool writes still complete
+    /// and results may still be recorded.
+    Shutdown,
+}
+
+impl Input {
+    /// The input's name, for errors and traces.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Input::Connected { .. } => "Connected",
+            Input::ConnectFailed { .. } => "ConnectFailed",
+            Input::ConnectionLost { .. } => "ConnectionLost",
+            Input::Blocked { .. } => "Blocked",
+            Input::Unblocked { .. } => "Unblocked",
+            Input::ChannelOpened { .. } => "ChannelOpened",
+            Input::ChannelClosed { .. } => "ChannelClosed",
+            Input::QosOk { .. } => "QosOk",
+            Input::ConsumeOk { .. } => "ConsumeOk",
+            Input::ConsumerActive { .. } => "ConsumerActive",
+            Input::ConsumeRefused { .. } => "ConsumeRefused",
+            Input::ConfirmSelectOk { .. } => "ConfirmSelectOk",
+            Input::Delivery { .. } => "Delivery",
+            Input::PublishAck { .. } => "PublishAck",
+            Input::PublishNack { .. } => "PublishNack",
+            Input::Returned { .. } => "Returned",
+            Input::SpoolCommitted { .. } => "SpoolCommitted",
+            Input::SpoolStalled { .. } => "SpoolStalled",
+            Input::Complete { .. } => "Complete",
+            Input::Timeout => "Timeout",
+            Input::Shutdown => "Shutdown",
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! [`Lane`]: one endpoint's subscriber, publisher, spool bookkeeping and
+//! failover, as one sans-IO state machine.
+//!
+//! The work is split by concept: [`session`] owns the connection and its two
+//! channels (failover, backoff, standby), [`intake`] the deliveries (dedup,
+//! rejection, backpressure, group acks, hand-off), [`outbox`] the results
+//! (completion, publishing, confirms, retries).
+
+mod inbox;
+mod intake;
+mod outbox;
+mod session;
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::counters::Counters;
+use crate::error::{ConfigError, UsageError};
+use crate::input::Input;
+use crate::output::{Event, Handoff, Output, Status};
+use crate::rng::SplitMix64;
+use crate::spool::{SpoolOp, SpoolSnapshot, SpoolWrite};
+use crate::WriteSeq;
+
+use inbox::Inbox;
+use intake::Intake;
+use outbox::Outbox;
+use session::{Conn, IdSource};
+
+/// One endpoint's lane to its service: consume `E.tasks`, spool, hand off,
+/// publish results with confirms, reconnect. See the crate docs for the
+/// driving loop.
+///
+/// Methods fall into three groups (after quinn-proto's `Connection`):
+/// - [`Lane::handle`] takes what happened;
+/// - [`Lane::poll`] and [`Lane::poll_timeout`] say what to do and when to
+///   call again; call `poll` until it returns `None` after every `handle`;
+/// - getters ([`Lane::status`], [`Lane::counters`], ...) read state.
+#[derive(Debug)]
+pub struct Lane {
+    cfg: Config,
+    out: VecDeque<Output>,
+    counters: Counters,
+    rng: SplitMix64,
+    /// Last status reported, to report changes only.
+    status: Status,
+    conn: Conn,
+    ids: IdSource,
+    /// Spool writes issued (the last one's position) and committed.
+    issued: u64,
+    committed: u64,
+    inbox: Inbox,
+    intake: Intake,
+    outbox: Outbox,
+    /// Latest time seen, so getters can answer without a clock.
+    now: Instant,
+}
+
+impl Lane {
+    /// A lane that starts from what the spool holds. The inbox's tasks are
+    /// handed off again and the outbox's results published again once
+    /// connected. The first command is `Amqp::Connect`.
+    pub fn new(now: Instant, cfg: Config, snapshot: SpoolSnapshot) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        let mut lane = Self {
+            rng: SplitMix64::new(cfg.seed),
+            out: VecDeque::new(),
+            counters: Counters::default(),
+            status: Status::Connecting,
+            conn: Conn::Down { retry_at: now, since: now, reason: String::new() },
+            ids: IdSource::default(),
+            issued: 0,
+            committed: 0,
+            inbox: Inbox::new(&cfg, &snapshot),
+            intake: Intake::default(),
+            outbox: Outbox::new(&snapshot),
+            now,
+            cfg,
+        };
+        for stored in snapshot.inbox {
+            lane.counters.handed_off += 1;
+            lane.out.push_back(Output::Handoff(Handoff { task: stored.task, recovered: true }));
+        }
+        lane.connect(now);
+        lane.out.push_back(Output::Event(Event::Status(Status::Connecting)));
+        Ok(lane)
+    }
+
+    /// Feeds one input. Expired deadlines are processed first, so any input
+    /// (also [`Input::Timeout`]) moves timers along.
+    ///
+    /// Returns `Err` only for misuse of the API; the lane is then unchanged.
+    pub fn handle(&mut self, now: Instant, input: Input) -> Result<(), UsageError> {
+        if now > self.now {
+            self.now = now;
+        }
+        let now = self.now;
+        self.on_timers(now);
+        match input {
+            Input::Connected { conn } => self.on_connected(now, conn)?,
+            Input::ConnectFailed { conn, reason } => self.on_connect_failed(now, conn, reason),
+            Input::ConnectionLost { conn, reason } => self.on_connection_lost(now, conn, reason),
+            Input::Blocked { conn, reason } => self.on_blocked(now, conn, reason),
+            Input::Unblocked { conn } => self.on_unblocked(now, conn),
+            Input::ChannelOpened { channel } => self.on_channel_opened(channel),
+            Input::ChannelClosed { channel, code, text } => self.on_channel_closed(now, channel, code, text),
+            Input::QosOk { channel } => self.on_qos_ok(channel),
+            Input::ConsumeOk { channel, active } => self.on_consume_ok(channel, active),
+            Input::ConsumerActive { channel } => self.on_consumer_active(channel),
+            Input::ConsumeRefused { channel, code, text } => self.on_consume_refused(now, channel, code, text),
+            Input::ConfirmSelectOk { channel } => self.on_confirm_select_ok(now, channel),
+            Input::Delivery { channel, tag, redelivered, message } => {
+                self.on_delivery(now, channel, tag, redelivered, message)
+            }
+            Input::PublishAck { channel, tag, multiple } => self.on_publish_ack(now, channel, tag, multiple),
+            Input::PublishNack { channel, tag, multiple } => self.on_publish_nack(now, channel, tag, multiple),
+            Input::Returned { channel, message_id, code, text } => self.on_returned(channel, message_id, code, text),
+            Input::SpoolCommitted { upto } => self.on_spool_committed(now, upto)?,
+            Input::SpoolStalled { reason } => self.emit(Event::SpoolFull { reason }),
+            Input::Complete { task, status, body } => self.on_complete(task, status, body)?,
+            Input::Timeout => {}
+            Input::Shutdown => self.on_shutdown(),
+        }
+        self.refresh_status();
+        Ok(())
+    }
+
+    /// The next thing to do, or `None` when there is nothing until the next
+    /// input or [`Lane::poll_timeout`].
+    #[must_use]
+    pub fn poll(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When to call `handle(now, Input::Timeout)` at the latest, if ever.
+    /// A call at any time is harmless.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [self.session_deadline(), self.outbox_deadline()].into_iter().flatten().min()
+    }
+
+    /// The current status.
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+
+    /// Counters over the lane's life.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Tasks in the inbox (received and not completed), committed or not.
+    pub fn inbox_len(&self) -> usize {
+        self.inbox.len()
+    }
+
+    /// Results in the outbox (not yet confirmed).
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// The last spool write issued.
+    pub fn last_write(&self) -> WriteSeq {
+        WriteSeq(self.issued)
+    }
+
+    /// The last spool write reported committed.
+    pub fn committed(&self) -> WriteSeq {
+        WriteSeq(self.committed)
+    }
+
+    fn emit(&mut self, event: Event) {
+        self.out.push_back(Output::Event(event));
+    }
+
+    fn write(&mut self, op: SpoolOp) -> WriteSeq {
+        self.issued += 1;
+        let seq = WriteSeq(self.issued);
+        self.out.push_back(Output::Spool(SpoolWrite { seq, op }));
+        seq
+    }
+
+    fn on_spool_committed(&mut self, now: Instant, upto: WriteSeq) -> Result<(), UsageError> {
+        if upto.0 > self.issued {
+            return Err(UsageError::CommitBeyondIssued { reported: upto.0, issued: self.issued });
+        }
+        if upto.0 <= self.committed {
+            return Ok(());
+        }
+        self.committed = upto.0;
+        for task in self.inbox.committed(upto) {
+            self.counters.spooled += 1;
+            self.counters.handed_off += 1;
+            self.out.push_back(Output::Handoff(Handoff { task, recovered: false }));
+        }
+        self.outbox.committed(upto);
+        self.advance_acks();
+        self.pump(now);
+        Ok(())
+    }
+
+    fn refresh_status(&mut self) {
+        let status = self.derive_status();
+        if status != self.status {
+            self.status = status.clone();
+            self.emit(Event::Status(status));
+        }
+    }
+}

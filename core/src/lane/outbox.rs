@@ -1,0 +1,275 @@
+//! Results: completion moves a task from the inbox to the outbox in one
+//! spool write; once committed, results are published in outbox order under
+//! publisher confirms. Only a confirm removes a result. A nack or a return
+//! (unroutable) keeps it and schedules a retry with backoff; a lost channel
+//! keeps it and publishes it again on the next one.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::backoff;
+use crate::error::UsageError;
+use crate::ids::{ChannelId, OutboxSeq, PublishTag, TaskId, WriteSeq};
+use crate::message::{encode_result, ResultStatus, TaskResult};
+use crate::output::{Amqp, Event, Output};
+use crate::spool::{SpoolOp, SpoolSnapshot};
+
+use super::inbox::TaskState;
+use super::Lane;
+
+/// The broker's exchange for results.
+pub const RESULTS_EXCHANGE: &str = "results";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// The completing write is not committed yet.
+    Committing,
+    /// Waiting in `ready` or `delayed`.
+    Waiting,
+    /// Published on the current channel under this confirm tag.
+    InFlight { tag: u64, returned: bool },
+}
+
+#[derive(Debug)]
+struct Entry {
+    result: TaskResult,
+    state: State,
+    failures: u32,
+}
+
+#[derive(Debug)]
+pub(super) struct Outbox {
+    entries: BTreeMap<OutboxSeq, Entry>,
+    by_task: BTreeMap<TaskId, OutboxSeq>,
+    committing: VecDeque<(WriteSeq, OutboxSeq)>,
+    ready: BTreeSet<OutboxSeq>,
+    delayed: BTreeSet<(Instant, OutboxSeq)>,
+    /// The publishing channel, once `confirm.select` is done.
+    channel: Option<ChannelId>,
+    last_tag: u64,
+    in_flight: BTreeMap<u64, OutboxSeq>,
+    next_seq: u64,
+}
+
+impl Outbox {
+    pub(super) fn new(snap: &SpoolSnapshot) -> Self {
+        let mut outbox = Self {
+            entries: BTreeMap::new(),
+            by_task: BTreeMap::new(),
+            committing: VecDeque::new(),
+            ready: BTreeSet::new(),
+            delayed: BTreeSet::new(),
+            channel: None,
+            last_tag: 0,
+            in_flight: BTreeMap::new(),
+            next_seq: snap.next_outbox_seq().0,
+        };
+        for r in &snap.outbox {
+            outbox.by_task.insert(r.result.task.clone(), r.seq);
+            outbox.entries.insert(r.seq, Entry { result: r.result.clone(), state: State::Waiting, failures: 0 });
+            outbox.ready.insert(r.seq);
+        }
+        outbox
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Results whose completing write is now committed become publishable.
+    pub(super) fn committed(&mut self, upto: WriteSeq) {
+        while self.committing.front().is_some_and(|(w, _)| *w <= upto) {
+            let (_, seq) = self.committing.pop_front().expect("front checked");
+            if let Some(e) = self.entries.get_mut(&seq) {
+                e.state = State::Waiting;
+                self.ready.insert(seq);
+            }
+        }
+    }
+
+    /// Publishing may start on `channel` (confirm tags count from 1).
+    pub(super) fn start(&mut self, channel: ChannelId) {
+        self.channel = Some(channel);
+        self.last_tag = 0;
+    }
+
+    /// The publishing channel is gone: what was in flight is published again
+    /// on the next one, at once and in order.
+    pub(super) fn stop(&mut self) {
+        self.channel = None;
+        self.last_tag = 0;
+        for (_, seq) in std::mem::take(&mut self.in_flight) {
+            if let Some(e) = self.entries.get_mut(&seq) {
+                e.state = State::Waiting;
+                self.ready.insert(seq);
+            }
+        }
+    }
+
+    pub(super) fn channel(&self) -> Option<ChannelId> {
+        self.channel
+    }
+
+    /// The earliest delayed retry.
+    pub(super) fn next_retry(&self) -> Option<Instant> {
+        self.delayed.first().map(|(at, _)| *at)
+    }
+}
+
+impl Lane {
+    pub(super) fn on_complete(&mut self, task: TaskId, status: ResultStatus, body: Bytes) -> Result<(), UsageError> {
+        match self.inbox.state(&task) {
+            None => return Err(UsageError::UnknownTask(task)),
+            Some(TaskState::Writing(_)) => return Err(UsageError::NotHandedOff(task)),
+            Some(TaskState::HandedOff) => {}
+        }
+        let result = TaskResult { task, status, body };
+        let forget = self.inbox.complete(&result.task, result.body.len() as u64);
+        let seq = OutboxSeq(self.outbox.next_seq);
+        self.outbox.next_seq += 1;
+        let write = self.write(SpoolOp::Complete { seq, result: result.clone(), forget });
+        self.counters.completed += 1;
+        self.outbox.committing.push_back((write, seq));
+        self.outbox.by_task.insert(result.task.clone(), seq);
+        self.outbox.entries.insert(seq, Entry { result, state: State::Committing, failures: 0 });
+        // The result may be smaller than the task: room for held deliveries.
+        self.admit_held();
+        Ok(())
+    }
+
+    /// Publishes what is due, in outbox order, up to the unconfirmed limit.
+    pub(super) fn pump(&mut self, now: Instant) {
+        let Some(channel) = self.outbox.channel else { return };
+        if self.is_blocked() {
+            return;
+        }
+        while let Some(&(at, seq)) = self.outbox.delayed.first() {
+            if at > now {
+                break;
+            }
+            self.outbox.delayed.pop_first();
+            self.outbox.ready.insert(seq);
+        }
+        while self.outbox.in_flight.len() < self.cfg.max_unconfirmed {
+            let Some(seq) = self.outbox.ready.pop_first() else { break };
+            let Some(entry) = self.outbox.entries.get_mut(&seq) else { continue };
+            self.outbox.last_tag += 1;
+            let tag = self.outbox.last_tag;
+            entry.state = State::InFlight { tag, returned: false };
+            self.outbox.in_flight.insert(tag, seq);
+            self.counters.published += 1;
+            let message = encode_result(&self.cfg.endpoint, &entry.result);
+            self.out.push_back(Output::Amqp(Amqp::Publish {
+                tag: PublishTag { channel, seq: tag },
+                exchange: RESULTS_EXCHANGE,
+                routing_key: self.cfg.endpoint.result_key(),
+                message,
+            }));
+            #[cfg(feature = "sabotage")]
+            if self.cfg.sabotage.drop_result_before_confirm {
+                self.confirm_entry(seq);
+            }
+        }
+    }
+
+    /// The tags a confirm covers, removed from the in-flight table; `None`
+    /// when the broker confirmed a tag never published (protocol violation).
+    fn take_confirmed(&mut self, channel: ChannelId, tag: u64, multiple: bool) -> Option<Vec<(u64, OutboxSeq)>> {
+        if self.outbox.channel != Some(channel) {
+            return Some(Vec::new()); // a channel already given up
+        }
+        if tag > self.outbox.last_tag || tag == 0 {
+            return None;
+        }
+        let covered: Vec<u64> = if multiple {
+            self.outbox.in_flight.range(..=tag).map(|(&t, _)| t).collect()
+        } else {
+            self.outbox.in_flight.contains_key(&tag).then_some(tag).into_iter().collect()
+        };
+        Some(covered.into_iter().filter_map(|t| self.outbox.in_flight.remove(&t).map(|s| (t, s))).collect())
+    }
+
+    pub(super) fn on_publish_ack(&mut self, now: Instant, channel: ChannelId, tag: u64, multiple: bool) {
+        let Some(covered) = self.take_confirmed(channel, tag, multiple) else {
+            let detail = format!("publisher ack for tag {tag}, only {} published", self.outbox.last_tag);
+            return self.protocol_violation(now, detail);
+        };
+        if !covered.is_empty() {
+            self.session_proved_healthy();
+        }
+        for (_, seq) in covered {
+            let returned =
+                matches!(self.outbox.entries.get(&seq).map(|e| e.state), Some(State::InFlight { returned: true, .. }));
+            if returned {
+                self.retry_later(now, seq);
+            } else {
+                self.confirm_entry(seq);
+            }
+        }
+        self.admit_held();
+        self.pump(now);
+    }
+
+    pub(super) fn on_publish_nack(&mut self, now: Instant, channel: ChannelId, tag: u64, multiple: bool) {
+        let Some(covered) = self.take_confirmed(channel, tag, multiple) else {
+            let detail = format!("publisher nack for tag {tag}, only {} published", self.outbox.last_tag);
+            return self.protocol_violation(now, detail);
+        };
+        for (_, seq) in covered {
+            self.counters.nacked += 1;
+            if let Some(e) = self.outbox.entries.get(&seq) {
+                let task = e.result.task.clone();
+                self.emit(Event::ResultNacked { task });
+            }
+            self.retry_later(now, seq);
+        }
+        self.pump(now);
+    }
+
+    pub(super) fn on_returned(&mut self, channel: ChannelId, message_id: Option<Vec<u8>>, code: u16, text: String) {
+        if self.outbox.channel != Some(channel) {
+            return;
+        }
+        let Some(task) = message_id.and_then(|b| String::from_utf8(b).ok()).and_then(|s| TaskId::new(s).ok()) else {
+            return; // not one of ours: nothing to keep or retry
+        };
+        let Some(&seq) = self.outbox.by_task.get(&task) else { return };
+        if let Some(Entry { state: State::InFlight { returned, .. }, .. }) = self.outbox.entries.get_mut(&seq) {
+            *returned = true;
+            self.counters.returned += 1;
+            self.emit(Event::ResultReturned { task, code, text });
+        }
+    }
+
+    /// The broker has the result: remove it from the outbox, durably.
+    fn confirm_entry(&mut self, seq: OutboxSeq) {
+        let Some(entry) = self.outbox.entries.remove(&seq) else { return };
+        self.outbox.by_task.remove(&entry.result.task);
+        self.outbox.ready.remove(&seq);
+        self.counters.confirmed += 1;
+        self.inbox.result_confirmed(entry.result.body.len() as u64);
+        self.write(SpoolOp::Confirmed { seq });
+    }
+
+    fn retry_later(&mut self, now: Instant, seq: OutboxSeq) {
+        let Some(e) = self.outbox.entries.get_mut(&seq) else { return };
+        let at = now + backoff::delay(self.cfg.republish, e.failures, &mut self.rng);
+        e.failures = e.failures.saturating_add(1);
+        e.state = State::Waiting;
+        self.outbox.delayed.insert((at, seq));
+    }
+
+    /// When a delayed retry is due, if publishing is possible at all.
+    pub(super) fn outbox_deadline(&self) -> Option<Instant> {
+        if self.outbox.channel().is_none() || self.is_blocked() {
+            return None;
+        }
+        self.outbox.next_retry()
+    }
+
+    pub(super) fn stop_publishing(&mut self) {
+        self.outbox.stop();
+    }
+}

@@ -1,0 +1,136 @@
+//! tasklane-core: the sans-IO heart of tasklane.
+//!
+//! A [`Lane`] is one endpoint's crash-safe lane to its service over RabbitMQ:
+//! it consumes the endpoint's task queue `E.tasks`, writes each task to a
+//! spool before the broker ack, hands tasks to the application, moves each
+//! result into the spool's outbox, publishes results to the `results`
+//! exchange under publisher confirms, and reconnects with backoff after any
+//! loss. It does no I/O, reads no clock and draws no OS randomness: a shell
+//! (the amqprs + LMDB one in `tasklane-io`, the turmoil one in
+//! `tasklane-sim`) feeds it [`Input`]s with the time, and carries out the
+//! [`Output`]s it polls. Policy (when to ack, what to republish, when to
+//! retry) lives here, once; the shells translate.
+//!
+//! # The run-loop contract
+//!
+//! 1. Build the lane with [`Lane::new`] from the configuration and what the
+//!    spool holds ([`SpoolSnapshot`]); it starts with `Amqp::Connect`.
+//! 2. After every [`Lane::handle`], call [`Lane::poll`] until it returns
+//!    `None`, and carry out each output in the order given:
+//!    - [`Output::Amqp`]: do it on the connection or channel it names, and
+//!      report the answer as an input (`Connect` → `Connected` /
+//!      `ConnectFailed`, `OpenChannel` → `ChannelOpened`, `Qos` → `QosOk`,
+//!      `Consume` → `ConsumeOk` / `ConsumeRefused`, `ConfirmSelect` →
+//!      `ConfirmSelectOk`). Acks, rejects and publishes have no direct
+//!      answer; confirms come back as `PublishAck` / `PublishNack`, returns
+//!      as `Returned`.
+//!    - [`Output::Spool`]: queue the write; apply writes in order; commit
+//!      them in groups (one transaction, one fsync); report
+//!      `SpoolCommitted { upto }` with the last write of the group.
+//!    - [`Output::Handoff`]: give the task to the application, which answers
+//!      with `Input::Complete` when it has a result.
+//!    - [`Output::Event`]: status changes and reports, for the application.
+//! 3. Report everything the broker does on its own as inputs (`Delivery`,
+//!    `ConnectionLost`, `ChannelClosed`, `Blocked`, ...).
+//! 4. Arm one timer at [`Lane::poll_timeout`]; when it fires, call
+//!    `handle(now, Input::Timeout)`. Early or extra calls are harmless.
+//!
+//! Errors from `handle` mean the caller misused the API ([`UsageError`]);
+//! faults of the broker, the network or the spool are [`Event`]s.
+//!
+//! # Example
+//!
+//! A complete driver over a toy broker that answers every command at once,
+//! a spool that commits every write at once, and an application that
+//! upper-cases payloads:
+//!
+//! ```
+//! use std::collections::VecDeque;
+//! use std::time::Instant;
+//! use bytes::Bytes;
+//! use tasklane_core::*;
+//!
+//! let now = Instant::now();
+//! let cfg = Config::new(EndpointId::new("ep-1").unwrap());
+//! let mut lane = Lane::new(now, cfg, SpoolSnapshot::default()).unwrap();
+//! let mut spool = MemorySpool::new();
+//! let mut inputs: VecDeque<Input> = VecDeque::new();
+//! let mut published = Vec::new();
+//! let mut tasks_left = 3u64;
+//!
+//! loop {
+//!     while let Some(output) = lane.poll() {
+//!         match output {
+//!             Output::Amqp(Amqp::Connect { conn }) => inputs.push_back(Input::Connected { conn }),
+//!             Output::Amqp(Amqp::OpenChannel { channel }) => inputs.push_back(Input::ChannelOpened { channel }),
+//!             Output::Amqp(Amqp::Qos { channel, .. }) => inputs.push_back(Input::QosOk { channel }),
+//!             Output::Amqp(Amqp::ConfirmSelect { channel }) => inputs.push_back(Input::ConfirmSelectOk { channel }),
+//!             Output::Amqp(Amqp::Consume { channel, .. }) => {
+//!                 inputs.push_back(Input::ConsumeOk { channel, active: true });
+//!                 for tag in 1..=tasks_left {
+//!                     let task = Task { id: TaskId::new(format!("t{tag}")).unwrap(), kind: None, body: Bytes::from("hi") };
+//!                     inputs.push_back(Input::Delivery { channel, tag, redelivered: false, message: encode_task(&task) });
+//!                 }
+//!                 tasks_left = 0;
+//!             }
+//!             Output::Amqp(Amqp::Publish { tag, message, .. }) => {
+//!                 published.push(message);
+//!                 inputs.push_back(Input::PublishAck { channel: tag.channel, tag: tag.seq, multiple: false });
+//!             }
+//!             Output::Amqp(_) => {} // acks, rejects, disconnects: nothing to answer
+//!             Output::Spool(write) => {
+//!                 spool.apply(&write.op).unwrap();
+//!                 inputs.push_back(Input::SpoolCommitted { upto: write.seq });
+//!             }
+//!             Output::Handoff(h) => inputs.push_back(Input::Complete {
+//!                 task: h.task.id,
+//!                 status: ResultStatus::Ok,
+//!                 body: Bytes::from(h.task.body.to_ascii_uppercase()),
+//!             }),
+//!             Output::Event(_) => {}
+//!         }
+//!     }
+//!     let Some(input) = inputs.pop_front() else { break };
+//!     lane.handle(now, input).unwrap();
+//! }
+//! assert_eq!(published.len(), 3);
+//! assert_eq!(lane.counters().confirmed, 3);
+//! assert_eq!((spool.inbox_len(), spool.outbox_len()), (0, 0));
+//! assert_eq!(lane.status(), &Status::Consuming);
+//! ```
+
+#![warn(missing_docs)]
+
+mod backoff;
+pub mod codec;
+mod config;
+mod counters;
+mod error;
+mod ids;
+mod input;
+mod lane;
+pub mod message;
+mod output;
+mod rng;
+pub mod service;
+pub mod spool;
+mod window;
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(feature = "sabotage")]
+pub use config::Sabotage;
+pub use config::{BackoffConfig, Config, ConsumeMode};
+pub use counters::Counters;
+pub use error::{ConfigError, InvalidId, UsageError};
+pub use ids::{ChannelId, ConnId, DeliveryTag, EndpointId, OutboxSeq, PublishTag, TaskId, WriteSeq};
+pub use input::Input;
+pub use lane::Lane;
+pub use message::{
+    decode_result, decode_task, encode_result, encode_task, HeaderValue, Malformed, RawMessage, ReceivedResult,
+    ResultStatus, Task, TaskLimits, TaskResult,
+};
+pub use output::{Amqp, Event, Handoff, Output, Status};
+pub use spool::{MemorySpool, SpoolOp, SpoolSnapshot, SpoolWrite, StoredResult, StoredTask};
+pub use window::DedupWindow;

@@ -1,0 +1,179 @@
+//! What to do: everything core asks a shell to carry out.
+
+use std::time::Instant;
+
+use crate::ids::{ChannelId, ConnId, DeliveryTag, PublishTag, TaskId};
+use crate::message::{Malformed, RawMessage, Task};
+use crate::spool::SpoolWrite;
+
+/// A command or report from [`crate::Lane::poll`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Carry out an AMQP operation.
+    Amqp(Amqp),
+    /// Append a write to the spool's queue; commit in groups; report
+    /// `Input::SpoolCommitted`.
+    Spool(SpoolWrite),
+    /// Give a task to the application. Each task is handed off once per
+    /// spool lifetime (again after a restart if it was not completed).
+    Handoff(Handoff),
+    /// Tell the application or the operator what happened.
+    Event(Event),
+}
+
+/// A task handed to the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Handoff {
+    /// The task.
+    pub task: Task,
+    /// True when the task comes from the spool at start (a previous run
+    /// received it but did not complete it).
+    pub recovered: bool,
+}
+
+/// AMQP operations. Each one that has a reply is answered by the matching
+/// [`crate::Input`]; the shell never retries on its own.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Amqp {
+    /// Open a connection (URL, heartbeat and credentials are the shell's
+    /// configuration). Answer: `Connected` or `ConnectFailed` with `conn`.
+    Connect {
+        /// The attempt's id.
+        conn: ConnId,
+    },
+    /// Open a channel on the current connection. Answer: `ChannelOpened`.
+    OpenChannel {
+        /// The new channel's id.
+        channel: ChannelId,
+    },
+    /// `basic.qos` with this prefetch count. Answer: `QosOk`.
+    Qos {
+        /// Which channel.
+        channel: ChannelId,
+        /// Prefetch count.
+        prefetch: u16,
+    },
+    /// `basic.consume` on `queue` (manual acks). Answer: `ConsumeOk` or
+    /// `ConsumeRefused`.
+    Consume {
+        /// Which channel.
+        channel: ChannelId,
+        /// The queue, `E.tasks`.
+        queue: String,
+        /// Whether to ask for an exclusive consumer.
+        exclusive: bool,
+    },
+    /// `confirm.select`. Answer: `ConfirmSelectOk`.
+    ConfirmSelect {
+        /// Which channel.
+        channel: ChannelId,
+    },
+    /// `basic.ack` on the tag's channel. Never issued for a channel that is
+    /// gone.
+    Ack {
+        /// The tag, with its channel.
+        tag: DeliveryTag,
+        /// Whether every delivery up to the tag is acked.
+        multiple: bool,
+    },
+    /// `basic.reject` with `requeue=false`: the queue dead-letters it.
+    Reject {
+        /// The tag, with its channel.
+        tag: DeliveryTag,
+    },
+    /// `basic.publish`, persistent, mandatory, under publisher confirms. The
+    /// shell sends publishes on `tag.channel` in the order issued; `tag.seq`
+    /// is the confirm tag the broker will use.
+    Publish {
+        /// Channel and confirm tag.
+        tag: PublishTag,
+        /// Exchange, `results`.
+        exchange: &'static str,
+        /// Routing key, `E.results`.
+        routing_key: String,
+        /// The message: `message_id`, headers and body.
+        message: RawMessage,
+    },
+    /// Close the connection (if any) and forget it; no answer is expected
+    /// beyond a possible late `ConnectionLost`, which is ignored.
+    Disconnect {
+        /// The connection.
+        conn: ConnId,
+        /// Why, for the broker's log.
+        reason: String,
+    },
+}
+
+/// The lane's connection status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// A connection attempt is under way.
+    Connecting,
+    /// Connected and receiving tasks.
+    Consuming,
+    /// Connected, but another endpoint with the same id holds the queue:
+    /// waiting to take over.
+    Standby,
+    /// No connection; retrying in the background.
+    Disconnected {
+        /// Why the last connection or attempt ended.
+        reason: String,
+        /// Since when the lane has had no consuming session.
+        since: Instant,
+    },
+    /// Connected, but the broker blocked publishing.
+    Blocked {
+        /// The broker's reason.
+        reason: String,
+    },
+    /// Shut down on request.
+    Closed,
+}
+
+/// Reports for the application and the operator. Faults of the broker or
+/// the network show up here, never as errors or panics.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The status changed.
+    Status(Status),
+    /// A delivery was not a task and was rejected (dead-lettered).
+    Rejected {
+        /// The message id, if it had a usable one.
+        message_id: Option<String>,
+        /// Why.
+        reason: Malformed,
+    },
+    /// A delivery repeated a task already in the inbox or recently
+    /// completed; it was acked without a second handoff.
+    DuplicateDropped {
+        /// The task.
+        task: TaskId,
+    },
+    /// The broker returned a result as unroutable; it stays in the outbox
+    /// and is published again later.
+    ResultReturned {
+        /// The task.
+        task: TaskId,
+        /// AMQP reply code.
+        code: u16,
+        /// AMQP reply text.
+        text: String,
+    },
+    /// The broker nacked a result; it stays in the outbox.
+    ResultNacked {
+        /// The task.
+        task: TaskId,
+    },
+    /// The broker broke the protocol (e.g. a delivery tag that did not
+    /// increase); the connection is dropped and made again.
+    ProtocolViolation {
+        /// What happened.
+        detail: String,
+    },
+    /// The spool cannot take more right now; intake waits.
+    SpoolFull {
+        /// Why.
+        reason: String,
+    },
+}

@@ -1,0 +1,249 @@
+//! The spool's logical model: what core asks the spool to store, and what a
+//! spool hands back when a lane starts.
+//!
+//! A spool keeps three things: the inbox (tasks received and not yet
+//! completed), the outbox (results not yet confirmed by the broker) and a
+//! bounded window of completed task ids (for dedup of redeliveries). Core
+//! issues [`SpoolWrite`]s in order; the spool applies them in that order,
+//! commits them in groups, and reports `Input::SpoolCommitted { upto }`.
+//! [`MemorySpool`] is the reference implementation: the LMDB spool of the io
+//! crate and the crash-losing spool of the simulation behave like it.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::ids::{OutboxSeq, TaskId, WriteSeq};
+use crate::message::{Task, TaskResult};
+
+/// A task in the inbox, with its arrival position (hand-off order).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredTask {
+    /// Arrival position, increasing over the spool's whole life.
+    pub arrival: u64,
+    /// The task.
+    pub task: Task,
+}
+
+/// A result in the outbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredResult {
+    /// Outbox position, increasing over the spool's whole life.
+    pub seq: OutboxSeq,
+    /// The result.
+    pub result: TaskResult,
+}
+
+/// One change to the spool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SpoolOp {
+    /// Add a task to the inbox.
+    Insert(StoredTask),
+    /// Atomically: remove `result.task` from the inbox, add the result to the
+    /// outbox at `seq`, remember the task id as completed, and forget the
+    /// completed id `forget` (the window's oldest, when it is full).
+    Complete {
+        /// Outbox position of the result.
+        seq: OutboxSeq,
+        /// The result.
+        result: TaskResult,
+        /// A completed id that leaves the dedup window.
+        forget: Option<TaskId>,
+    },
+    /// The broker confirmed the result at `seq`: remove it from the outbox.
+    Confirmed {
+        /// Outbox position.
+        seq: OutboxSeq,
+    },
+}
+
+/// A spool write as core issues it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpoolWrite {
+    /// Position in core's write order.
+    pub seq: WriteSeq,
+    /// What to change.
+    pub op: SpoolOp,
+}
+
+/// What a spool holds, as handed to [`crate::Lane::new`] on start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SpoolSnapshot {
+    /// Inbox tasks, in arrival order.
+    pub inbox: Vec<StoredTask>,
+    /// Outbox results, in outbox order.
+    pub outbox: Vec<StoredResult>,
+    /// Completed task ids, oldest first.
+    pub completed: Vec<TaskId>,
+}
+
+impl SpoolSnapshot {
+    /// The arrival position the next task gets.
+    pub fn next_arrival(&self) -> u64 {
+        self.inbox.last().map_or(0, |t| t.arrival + 1)
+    }
+
+    /// The outbox position the next result gets.
+    pub fn next_outbox_seq(&self) -> OutboxSeq {
+        OutboxSeq(self.outbox.last().map_or(0, |r| r.seq.0 + 1))
+    }
+}
+
+/// An op that does not fit the spool's content: a bug in whoever issued it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpoolModelError {
+    /// Insert of a task id already in the inbox.
+    #[error("task {0} is already in the inbox")]
+    DuplicateInsert(TaskId),
+    /// Complete of a task that is not in the inbox.
+    #[error("task {0} is not in the inbox")]
+    NotInInbox(TaskId),
+    /// Confirm of an outbox position that holds nothing.
+    #[error("outbox position {0} is empty")]
+    NotInOutbox(u64),
+    /// A position that does not increase.
+    #[error("position {0} does not increase")]
+    OutOfOrder(u64),
+}
+
+/// The reference spool, in memory.
+#[derive(Clone, Debug, Default)]
+pub struct MemorySpool {
+    inbox: BTreeMap<u64, Task>,
+    inbox_ids: BTreeMap<TaskId, u64>,
+    outbox: BTreeMap<OutboxSeq, TaskResult>,
+    completed: VecDeque<TaskId>,
+    next_arrival: u64,
+    next_outbox: u64,
+}
+
+impl MemorySpool {
+    /// An empty spool.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A spool holding `snap`.
+    pub fn from_snapshot(snap: &SpoolSnapshot) -> Self {
+        let mut s = Self::new();
+        for t in &snap.inbox {
+            s.inbox_ids.insert(t.task.id.clone(), t.arrival);
+            s.inbox.insert(t.arrival, t.task.clone());
+        }
+        for r in &snap.outbox {
+            s.outbox.insert(r.seq, r.result.clone());
+        }
+        s.completed = snap.completed.iter().cloned().collect();
+        s.next_arrival = snap.next_arrival();
+        s.next_outbox = snap.next_outbox_seq().0;
+        s
+    }
+
+    /// Applies one op, or refuses it (leaving the spool unchanged).
+    pub fn apply(&mut self, op: &SpoolOp) -> Result<(), SpoolModelError> {
+        match op {
+            SpoolOp::Insert(t) => {
+                if self.inbox_ids.contains_key(&t.task.id) {
+                    return Err(SpoolModelError::DuplicateInsert(t.task.id.clone()));
+                }
+                if t.arrival < self.next_arrival {
+                    return Err(SpoolModelError::OutOfOrder(t.arrival));
+                }
+                self.next_arrival = t.arrival + 1;
+                self.inbox_ids.insert(t.task.id.clone(), t.arrival);
+                self.inbox.insert(t.arrival, t.task.clone());
+            }
+            SpoolOp::Complete { seq, result, forget } => {
+                let Some(&arrival) = self.inbox_ids.get(&result.task) else {
+                    return Err(SpoolModelError::NotInInbox(result.task.clone()));
+                };
+                if seq.0 < self.next_outbox {
+                    return Err(SpoolModelError::OutOfOrder(seq.0));
+                }
+                self.next_outbox = seq.0 + 1;
+                self.inbox_ids.remove(&result.task);
+                self.inbox.remove(&arrival);
+                self.outbox.insert(*seq, result.clone());
+                self.completed.push_back(result.task.clone());
+                if let Some(f) = forget {
+                    if let Some(i) = self.completed.iter().position(|c| c == f) {
+                        self.completed.remove(i);
+                    }
+                }
+            }
+            SpoolOp::Confirmed { seq } => {
+                if self.outbox.remove(seq).is_none() {
+                    return Err(SpoolModelError::NotInOutbox(seq.0));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What the spool holds now.
+    pub fn snapshot(&self) -> SpoolSnapshot {
+        SpoolSnapshot {
+            inbox: self.inbox.iter().map(|(&arrival, task)| StoredTask { arrival, task: task.clone() }).collect(),
+            outbox: self.outbox.iter().map(|(&seq, result)| StoredResult { seq, result: result.clone() }).collect(),
+            completed: self.completed.iter().cloned().collect(),
+        }
+    }
+
+    /// Tasks in the inbox.
+    pub fn inbox_len(&self) -> usize {
+        self.inbox.len()
+    }
+
+    /// Results in the outbox.
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Whether `task` is in the inbox.
+    pub fn inbox_contains(&self, task: &TaskId) -> bool {
+        self.inbox_ids.contains_key(task)
+    }
+
+    /// Whether the outbox holds a result for `task`.
+    pub fn outbox_contains(&self, task: &TaskId) -> bool {
+        self.outbox.values().any(|r| &r.task == task)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::message::ResultStatus;
+
+    fn task(id: &str) -> Task {
+        Task { id: TaskId::new(id).unwrap(), kind: None, body: Bytes::from_static(b"p") }
+    }
+
+    #[test]
+    fn insert_complete_confirm_and_window() {
+        let mut s = MemorySpool::new();
+        s.apply(&SpoolOp::Insert(StoredTask { arrival: 0, task: task("a") })).unwrap();
+        s.apply(&SpoolOp::Insert(StoredTask { arrival: 1, task: task("b") })).unwrap();
+        assert_eq!(
+            s.apply(&SpoolOp::Insert(StoredTask { arrival: 2, task: task("a") })),
+            Err(SpoolModelError::DuplicateInsert(TaskId::new("a").unwrap()))
+        );
+        let result = TaskResult { task: TaskId::new("a").unwrap(), status: ResultStatus::Ok, body: Bytes::new() };
+        s.apply(&SpoolOp::Complete { seq: OutboxSeq(0), result, forget: None }).unwrap();
+        let snap = s.snapshot();
+        assert_eq!(snap.inbox.len(), 1);
+        assert_eq!(snap.inbox[0].task.id.as_str(), "b");
+        assert_eq!(snap.outbox.len(), 1);
+        assert_eq!(snap.completed, vec![TaskId::new("a").unwrap()]);
+        assert_eq!(snap.next_arrival(), 2);
+        assert_eq!(snap.next_outbox_seq(), OutboxSeq(1));
+        let result = TaskResult { task: TaskId::new("b").unwrap(), status: ResultStatus::Ok, body: Bytes::new() };
+        s.apply(&SpoolOp::Complete { seq: OutboxSeq(1), result, forget: Some(TaskId::new("a").unwrap()) }).unwrap();
+        assert_eq!(s.snapshot().completed, vec![TaskId::new("b").unwrap()]);
+        s.apply(&SpoolOp::Confirmed { seq: OutboxSeq(0) }).unwrap();
+        assert_eq!(s.apply(&SpoolOp::Confirmed { seq: OutboxSeq(0) }), Err(SpoolModelError::NotInOutbox(0)));
+        let again = MemorySpool::from_snapshot(&s.snapshot());
+        assert_eq!(again.snapshot(), s.snapshot());
+    }
+}

@@ -1,0 +1,1 @@
+//! In-crate tests of the whole lane.

@@ -1,0 +1,1 @@
+//! Placeholder: the amqprs + LMDB shell lands here.
