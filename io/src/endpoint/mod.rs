@@ -1,0 +1,1 @@
+//! The endpoint: drives a core `Lane` with amqprs and the LMDB spool.

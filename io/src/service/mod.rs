@@ -1,0 +1,1 @@
+//! The service side: provision, submit, results, task tracking.

@@ -1,0 +1,1 @@
+//! The LMDB spool: group commit on one writer thread.
