@@ -7,11 +7,27 @@
 //! - [`Vhost`]: a fresh virtual host per test, so tests that run side by
 //!   side (and share names like the `results` queue) cannot see each other.
 //!   Deleted on drop.
+//! - [`FaultProxy`]: a TCP proxy between a client and the broker that can cut
+//!   every connection, freeze traffic, or refuse new connections.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use tasklane_tests::{FaultProxy, Vhost};
+//!
+//! let vhost = Vhost::create()?;
+//! let proxy = FaultProxy::start(tasklane_tests::broker_addr()).await?;
+//! let url = proxy.url_for(&vhost); // hand this to the endpoint
+//! // ... run the endpoint, then:
+//! proxy.cut_all();
+//! # Ok(()) }
+//! ```
 
+mod proxy;
 mod vhost;
 
 use std::net::SocketAddr;
 
+pub use proxy::{FaultProxy, ProxyStats};
 pub use vhost::{vhost_exists, PeekedMessage, QueueCounts, QueueInfo, Vhost};
 
 /// Where the broker's AMQP listener is.
@@ -19,7 +35,7 @@ pub const BROKER_AMQP: &str = "127.0.0.1:5672";
 /// Base URL of the broker's management HTTP API.
 pub const BROKER_MANAGEMENT: &str = "http://127.0.0.1:15672";
 
-/// The broker's AMQP address, as a socket address.
+/// The broker's AMQP address, as a socket address (for [`FaultProxy::start`]).
 pub fn broker_addr() -> SocketAddr {
     BROKER_AMQP.parse().expect("BROKER_AMQP is a socket address")
 }
