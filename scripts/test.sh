@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
 # The full test suite: makes sure RabbitMQ runs, then runs every test of the
-# workspace in release mode. Extra arguments go to `cargo test`, for example
+# workspace in release mode. Extra arguments go to `cargo test`; naming a
+# package narrows the run to it instead of the whole workspace:
 #   scripts/test.sh -p tasklane-tests -- --nocapture
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-rabbitmq.sh
-exec cargo test --workspace --release "$@"
+
+scope=(--workspace)
+for arg in "$@"; do
+    [ "$arg" = "--" ] && break
+    case "$arg" in
+        -p | --package | --package=* | -p?*) scope=() ;;
+    esac
+done
+exec cargo test "${scope[@]}" --release "$@"
