@@ -1,1 +1,88 @@
-//! The service side: provision, submit, results, task tracking.
+//! The service side: provision, submit, results, task tracking (SPEC §5).
+//!
+//! ```no_run
+//! # async fn example(conn: amqprs::connection::Connection) -> Result<(), tasklane_io::service::ServiceError> {
+//! use bytes::Bytes;
+//! use tasklane_core::{EndpointId, Task, TaskId};
+//! use tasklane_io::service::{provision, QueueType, Results, ResultsOptions, Submitter, TaskStore};
+//!
+//! let store = TaskStore::open("./tasklane-service")?;
+//! let endpoint = EndpointId::new("ep-1").unwrap();
+//! provision(&conn, &endpoint, QueueType::Classic).await?;
+//!
+//! let mut submitter = Submitter::open(&conn, store.clone()).await?;
+//! let task = Task { id: TaskId::new("t-1").unwrap(), kind: None, body: Bytes::from("hello") };
+//! submitter.submit(&endpoint, task).await?; // confirmed by the broker
+//!
+//! let mut results = Results::open(&conn, store, ResultsOptions::default()).await?;
+//! let result = results.next().await?; // from ep-1, for t-1, once
+//! results.close().await?; // acks and remembers what was handed over
+//! # Ok(()) }
+//! ```
+
+mod confirm;
+mod results;
+mod store;
+mod submit;
+mod topology;
+
+use std::time::Duration;
+
+use tasklane_core::{EndpointId, TaskId};
+
+pub use results::{AcceptedResult, ResultCounters, Results, ResultsOptions, REASON_DETAIL_HEADER};
+pub use store::{StoreError, StoreWrite, TaskState, TaskStore, TrackedTask};
+pub use submit::Submitter;
+pub use topology::{provision, QueueType, DEAD, RESULTS, RESULTS_BINDING};
+
+/// Why a service operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// The broker returned a task as unroutable: the endpoint's queue does
+    /// not exist (it was never provisioned, or was deleted).
+    #[error("endpoint {endpoint} is not provisioned: the broker could not route to {endpoint}.tasks ({code} {text})")]
+    Unroutable {
+        /// The endpoint the task was submitted to.
+        endpoint: EndpointId,
+        /// The broker's reply code (312 NO_ROUTE).
+        code: u16,
+        /// The broker's reply text.
+        text: String,
+    },
+    /// The broker refused to take a task (negative confirm).
+    #[error("the broker refused task {0} (negative confirm)")]
+    Nacked(TaskId),
+    /// The broker refused to take a dead-lettered result.
+    #[error("the broker refused a dead-lettered result (negative confirm)")]
+    DeadLetterRefused,
+    /// No confirm arrived in time.
+    #[error("no publisher confirm within {0:?}")]
+    ConfirmTimeout(Duration),
+    /// The broker closed the channel, saying why.
+    #[error("the broker closed the channel: {code} {text}")]
+    ChannelClosed {
+        /// The reply code (406 PRECONDITION_FAILED, 404 NOT_FOUND, ...).
+        code: u16,
+        /// The reply text.
+        text: String,
+    },
+    /// The connection was lost while waiting for the broker.
+    #[error("the connection to the broker was lost")]
+    ConnectionLost,
+    /// The broker cancelled the results consumer, or its channel closed.
+    #[error("the results consumer was cancelled (queue deleted, or connection lost)")]
+    ConsumerGone,
+    /// A blocking task was cancelled (the runtime is shutting down).
+    #[error("cancelled: the runtime is shutting down")]
+    Cancelled,
+    /// An AMQP operation failed.
+    #[error(transparent)]
+    Amqp(#[from] crate::amqp::Error),
+    /// A message cannot be expressed as AMQP properties.
+    #[error("cannot publish: {0}")]
+    Convert(#[from] crate::amqp::ConvertError),
+    /// The task store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

@@ -1,0 +1,322 @@
+//! The service's own LMDB store: every submitted task's endpoint and state
+//! (SPEC §5), and the persisted dedup window of accepted results.
+//!
+//! Writes come in groups (one transaction, one fsync per group): a batch of
+//! submitted tasks, or a batch of judged results. LMDB allows several
+//! processes on one store (`tasklane submit` and `tasklane results` side by
+//! side); within one process open it once and share clones.
+
+use std::fmt;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use heed::types::Bytes;
+use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, WithoutTls};
+use tasklane_core::{EndpointId, ResultStatus, TaskId};
+
+/// Largest the store's memory map may grow to. LMDB reserves address space,
+/// not disk: the file grows with what is written.
+const MAP_SIZE: usize = 4 << 30;
+
+/// Where a submitted task stands, as the service knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TaskState {
+    /// Published and confirmed by the broker; no result yet.
+    Submitted,
+    /// Its result was accepted, with this status.
+    ResultReceived(ResultStatus),
+    /// Its endpoint sent a result that was not valid (wrong headers, too
+    /// large); the result went to `tasklane.dead`.
+    DeadLettered,
+}
+
+impl TaskState {
+    fn to_byte(self) -> u8 {
+        match self {
+            TaskState::Submitted => 0,
+            TaskState::ResultReceived(ResultStatus::Ok) => 1,
+            TaskState::ResultReceived(ResultStatus::Failed) => 2,
+            TaskState::DeadLettered => 3,
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<Self> {
+        Some(match b {
+            0 => TaskState::Submitted,
+            1 => TaskState::ResultReceived(ResultStatus::Ok),
+            2 => TaskState::ResultReceived(ResultStatus::Failed),
+            3 => TaskState::DeadLettered,
+            _ => return None,
+        })
+    }
+
+    /// A short stable name: `submitted`, `ok`, `failed`, `dead-lettered`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Submitted => "submitted",
+            TaskState::ResultReceived(s) => s.as_str(),
+            TaskState::DeadLettered => "dead-lettered",
+        }
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One tracked task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackedTask {
+    /// The task id.
+    pub id: TaskId,
+    /// The endpoint it was submitted to (its owner).
+    pub endpoint: EndpointId,
+    /// Where it stands.
+    pub state: TaskState,
+    /// When it was submitted, in milliseconds since the Unix epoch.
+    pub submitted_ms: u64,
+    /// When its state last changed, in milliseconds since the Unix epoch.
+    pub updated_ms: u64,
+}
+
+/// A task store could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// LMDB failed (I/O error, map full, ...).
+    #[error("task store: {0}")]
+    Lmdb(#[from] heed::Error),
+    /// The store directory could not be created.
+    #[error("task store {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A record in the store is damaged.
+    #[error("task store: damaged record for task {0:?}")]
+    Damaged(String),
+}
+
+/// A state change of one task, as written in a group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreWrite {
+    /// A task was submitted to `endpoint` (written before it is published,
+    /// so that its result can never arrive before its owner is known).
+    Submitted {
+        /// The task.
+        task: TaskId,
+        /// Its endpoint.
+        endpoint: EndpointId,
+    },
+    /// The task was never routed (its queue does not exist): forget it.
+    Withdrawn(TaskId),
+    /// The task's state changed.
+    State(TaskId, TaskState),
+    /// An accepted result's id entered the dedup window, and `forget` (the
+    /// oldest) left it.
+    Seen {
+        /// The id accepted.
+        task: TaskId,
+        /// The id that left the window.
+        forget: Option<TaskId>,
+    },
+}
+
+/// The service's LMDB store. Cheap to clone; clones share the environment.
+#[derive(Clone)]
+pub struct TaskStore {
+    env: Env<WithoutTls>,
+    tasks: Database<'static, Bytes, Bytes>,
+    /// Dedup window: big-endian sequence number → task id, oldest first.
+    seen: Database<'static, Bytes, Bytes>,
+}
+
+impl fmt::Debug for TaskStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskStore").field("path", &self.env.path()).finish()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn encode_record(endpoint: &EndpointId, state: TaskState, submitted_ms: u64, updated_ms: u64) -> Vec<u8> {
+    let e = endpoint.as_str().as_bytes();
+    let mut v = Vec::with_capacity(18 + e.len());
+    v.push(state.to_byte());
+    v.extend_from_slice(&submitted_ms.to_be_bytes());
+    v.extend_from_slice(&updated_ms.to_be_bytes());
+    v.push(e.len() as u8);
+    v.extend_from_slice(e);
+    v
+}
+
+fn decode_record(id: &[u8], v: &[u8]) -> Result<TrackedTask, StoreError> {
+    let damaged = || StoreError::Damaged(String::from_utf8_lossy(id).into_owned());
+    if v.len() < 18 {
+        return Err(damaged());
+    }
+    let state = TaskState::from_byte(v[0]).ok_or_else(damaged)?;
+    let submitted_ms = u64::from_be_bytes(v[1..9].try_into().expect("8 bytes"));
+    let updated_ms = u64::from_be_bytes(v[9..17].try_into().expect("8 bytes"));
+    let n = v[17] as usize;
+    let e = v.get(18..18 + n).ok_or_else(damaged)?;
+    let endpoint = std::str::from_utf8(e).ok().and_then(|e| EndpointId::new(e).ok()).ok_or_else(damaged)?;
+    let id = std::str::from_utf8(id).ok().and_then(|i| TaskId::new(i).ok()).ok_or_else(damaged)?;
+    Ok(TrackedTask { id, endpoint, state, submitted_ms, updated_ms })
+}
+
+impl TaskStore {
+    /// Opens (creating if needed) the store in directory `dir`.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { path: dir.display().to_string(), source })?;
+        let mut opts = EnvOpenOptions::new().read_txn_without_tls();
+        opts.map_size(MAP_SIZE).max_dbs(4);
+        // SAFETY: the store's files are only ever written through LMDB (by
+        // this type, in this or another process); LMDB's own locking keeps
+        // the memory map consistent.
+        let env = unsafe { opts.open(dir)? };
+        let wtxn = env.write_txn()?;
+        let (tasks, seen) = env
+            .create_databases_and_commit(wtxn, |dbo, wtxn| -> Result<_, heed::Error> {
+                let tasks = dbo.create_database::<Bytes, Bytes>(wtxn, Some("tasks"))?;
+                let seen = dbo.create_database::<Bytes, Bytes>(wtxn, Some("seen"))?;
+                Ok(CommitOrAbort::<_, ()>::Commit((tasks, seen)))
+            })?
+            .unwrap_commit();
+        Ok(Self { env, tasks, seen })
+    }
+
+    /// Applies `writes` in order, in one transaction (one fsync).
+    pub fn write(&self, writes: &[StoreWrite]) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut wtxn = self.env.write_txn()?;
+        let mut next_seen = match self.seen.last(&wtxn)? {
+            Some((k, _)) => u64::from_be_bytes(k.try_into().map_err(|_| StoreError::Damaged("seen".into()))?) + 1,
+            None => 0,
+        };
+        for w in writes {
+            match w {
+                StoreWrite::Submitted { task, endpoint } => {
+                    let v = encode_record(endpoint, TaskState::Submitted, now, now);
+                    self.tasks.put(&mut wtxn, task.as_str().as_bytes(), &v)?;
+                }
+                StoreWrite::Withdrawn(task) => {
+                    self.tasks.delete(&mut wtxn, task.as_str().as_bytes())?;
+                }
+                StoreWrite::State(task, state) => {
+                    let key = task.as_str().as_bytes();
+                    if let Some(old) = self.tasks.get(&wtxn, key)? {
+                        let old = decode_record(key, old)?;
+                        let v = encode_record(&old.endpoint, *state, old.submitted_ms, now);
+                        self.tasks.put(&mut wtxn, key, &v)?;
+                    }
+                }
+                StoreWrite::Seen { task, forget } => {
+                    self.seen.put(&mut wtxn, &next_seen.to_be_bytes(), task.as_str().as_bytes())?;
+                    next_seen += 1;
+                    if forget.is_some() {
+                        // The window forgets its oldest id, which is the first key.
+                        if let Some((k, _)) = self.seen.first(&wtxn)? {
+                            let k = k.to_vec();
+                            self.seen.delete(&mut wtxn, &k)?;
+                        }
+                    }
+                }
+            }
+        }
+        wtxn.commit()?;
+        Ok(())
+    }
+
+    /// The endpoint that owns `task`, if it was submitted.
+    pub fn owner(&self, task: &TaskId) -> Result<Option<EndpointId>, StoreError> {
+        Ok(self.get(task)?.map(|t| t.endpoint))
+    }
+
+    /// One task's record.
+    pub fn get(&self, task: &TaskId) -> Result<Option<TrackedTask>, StoreError> {
+        let rtxn = self.env.read_txn()?;
+        let key = task.as_str().as_bytes();
+        self.tasks.get(&rtxn, key)?.map(|v| decode_record(key, v)).transpose()
+    }
+
+    /// Every tracked task (of `endpoint` only, if given), ordered by task id.
+    pub fn list(&self, endpoint: Option<&EndpointId>) -> Result<Vec<TrackedTask>, StoreError> {
+        let rtxn = self.env.read_txn()?;
+        let mut out = Vec::new();
+        for entry in self.tasks.iter(&rtxn)? {
+            let (k, v) = entry?;
+            let t = decode_record(k, v)?;
+            if endpoint.is_some_and(|e| *e != t.endpoint) {
+                continue;
+            }
+            out.push(t);
+        }
+        Ok(out)
+    }
+
+    /// Accepted result ids in the persisted dedup window, oldest first.
+    pub fn seen(&self) -> Result<Vec<TaskId>, StoreError> {
+        let rtxn = self.env.read_txn()?;
+        let mut out = Vec::new();
+        for entry in self.seen.iter(&rtxn)? {
+            let (_, v) = entry?;
+            let id = std::str::from_utf8(v).ok().and_then(|s| TaskId::new(s).ok());
+            out.push(id.ok_or_else(|| StoreError::Damaged(String::from_utf8_lossy(v).into_owned()))?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> TaskId {
+        TaskId::new(s).unwrap()
+    }
+
+    #[test]
+    fn tracks_states_and_window_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = EndpointId::new("e1").unwrap();
+        {
+            let store = TaskStore::open(dir.path()).unwrap();
+            store
+                .write(&[
+                    StoreWrite::Submitted { task: id("a"), endpoint: e.clone() },
+                    StoreWrite::Submitted { task: id("b"), endpoint: e.clone() },
+                    StoreWrite::Submitted { task: id("c"), endpoint: e.clone() },
+                    StoreWrite::Withdrawn(id("c")),
+                ])
+                .unwrap();
+            store
+                .write(&[
+                    StoreWrite::State(id("a"), TaskState::ResultReceived(ResultStatus::Failed)),
+                    StoreWrite::Seen { task: id("a"), forget: None },
+                    StoreWrite::Seen { task: id("b"), forget: Some(id("a")) },
+                ])
+                .unwrap();
+        }
+        let store = TaskStore::open(dir.path()).unwrap();
+        let all = store.list(None).unwrap();
+        assert_eq!(
+            all.iter().map(|t| (t.id.as_str(), t.state)).collect::<Vec<_>>(),
+            vec![("a", TaskState::ResultReceived(ResultStatus::Failed)), ("b", TaskState::Submitted)]
+        );
+        assert_eq!(store.owner(&id("b")).unwrap(), Some(e));
+        assert_eq!(store.owner(&id("c")).unwrap(), None);
+        assert_eq!(store.seen().unwrap(), vec![id("b")]);
+        assert!(store.list(Some(&EndpointId::new("other").unwrap())).unwrap().is_empty());
+    }
+}
