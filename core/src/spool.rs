@@ -73,17 +73,22 @@ pub struct SpoolSnapshot {
     pub outbox: Vec<StoredResult>,
     /// Completed task ids, oldest first.
     pub completed: Vec<TaskId>,
+    /// The arrival position the next task gets (persisted: positions never
+    /// go back, even when the inbox is empty).
+    pub arrival_counter: u64,
+    /// The outbox position the next result gets (persisted likewise).
+    pub outbox_counter: u64,
 }
 
 impl SpoolSnapshot {
-    /// The arrival position the next task gets.
+    /// The arrival position the next task gets: after every stored one.
     pub fn next_arrival(&self) -> u64 {
-        self.inbox.last().map_or(0, |t| t.arrival + 1)
+        self.inbox.last().map_or(0, |t| t.arrival + 1).max(self.arrival_counter)
     }
 
-    /// The outbox position the next result gets.
+    /// The outbox position the next result gets: after every stored one.
     pub fn next_outbox_seq(&self) -> OutboxSeq {
-        OutboxSeq(self.outbox.last().map_or(0, |r| r.seq.0 + 1))
+        OutboxSeq(self.outbox.last().map_or(0, |r| r.seq.0 + 1).max(self.outbox_counter))
     }
 }
 
@@ -185,6 +190,8 @@ impl MemorySpool {
             inbox: self.inbox.iter().map(|(&arrival, task)| StoredTask { arrival, task: task.clone() }).collect(),
             outbox: self.outbox.iter().map(|(&seq, result)| StoredResult { seq, result: result.clone() }).collect(),
             completed: self.completed.iter().cloned().collect(),
+            arrival_counter: self.next_arrival,
+            outbox_counter: self.next_outbox,
         }
     }
 
@@ -238,10 +245,16 @@ mod tests {
         assert_eq!(snap.completed, vec![TaskId::new("a").unwrap()]);
         assert_eq!(snap.next_arrival(), 2);
         assert_eq!(snap.next_outbox_seq(), OutboxSeq(1));
+        s.apply(&SpoolOp::Confirmed { seq: OutboxSeq(0) }).unwrap();
+        assert_eq!(s.snapshot().next_outbox_seq(), OutboxSeq(1), "positions survive an empty outbox");
+        let result = TaskResult { task: TaskId::new("a").unwrap(), status: ResultStatus::Ok, body: Bytes::new() };
+        assert_eq!(
+            s.apply(&SpoolOp::Complete { seq: OutboxSeq(0), result, forget: None }),
+            Err(SpoolModelError::NotInInbox(TaskId::new("a").unwrap()))
+        );
         let result = TaskResult { task: TaskId::new("b").unwrap(), status: ResultStatus::Ok, body: Bytes::new() };
         s.apply(&SpoolOp::Complete { seq: OutboxSeq(1), result, forget: Some(TaskId::new("a").unwrap()) }).unwrap();
         assert_eq!(s.snapshot().completed, vec![TaskId::new("b").unwrap()]);
-        s.apply(&SpoolOp::Confirmed { seq: OutboxSeq(0) }).unwrap();
         assert_eq!(s.apply(&SpoolOp::Confirmed { seq: OutboxSeq(0) }), Err(SpoolModelError::NotInOutbox(0)));
         let again = MemorySpool::from_snapshot(&s.snapshot());
         assert_eq!(again.snapshot(), s.snapshot());

@@ -1,1 +1,7 @@
-//! In-crate tests of the whole lane.
+//! In-crate tests of the whole lane: a model broker and a model spool that
+//! step the lane and jump time to its next timeout ([`harness`]), unit tests
+//! per concept, and property tests over random fault sequences.
+
+mod harness;
+mod lane_tests;
+mod props;

@@ -1,0 +1,485 @@
+//! A test world around one lane: a model broker (one queue, single active
+//! consumer or exclusive, prefetch, per-channel tags, confirms, returns,
+//! requeue on loss), a model spool (group commits; a crash drops what was not
+//! committed) and a model application. `step` delivers everything that is
+//! due; `drive` steps until nothing moves, jumping time to the lane's next
+//! deadline, and fails on livelock. Invariants are checked as outputs are
+//! carried out, and by the named `check_*` functions.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::*;
+
+/// A message in the model broker.
+#[derive(Clone, Debug)]
+pub struct Msg {
+    pub raw: RawMessage,
+    pub redelivered: bool,
+}
+
+impl Msg {
+    fn id(&self) -> Option<TaskId> {
+        self.raw.message_id.as_ref().and_then(|b| String::from_utf8(b.clone()).ok()).and_then(|s| TaskId::new(s).ok())
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Consumer {
+    pub channel: Option<ChannelId>,
+    pub prefetch: usize,
+    pub next_tag: u64,
+    pub unacked: BTreeMap<u64, Msg>,
+}
+
+#[derive(Debug, Default)]
+pub struct Broker {
+    pub reachable: bool,
+    pub routable: bool,
+    /// Another endpoint holds the queue: consumes get `active: false`
+    /// (single active consumer) or are refused (exclusive).
+    pub other_holder: bool,
+    pub nack_next: usize,
+    /// Confirms wait in `held_confirms` until released.
+    pub hold_confirms: bool,
+    pub held_confirms: Vec<Input>,
+    pub queue: VecDeque<Msg>,
+    pub conn: Option<ConnId>,
+    pub channels: BTreeSet<ChannelId>,
+    pub consumer: Consumer,
+    pub standby: bool,
+    pub publish: Option<(ChannelId, u64)>,
+    pub results: Vec<TaskResult>,
+    pub dead: Vec<RawMessage>,
+    pub acked: Vec<TaskId>,
+}
+
+impl Broker {
+    /// The connection dies: unacked deliveries go back to the queue's head,
+    /// marked redelivered, in tag order.
+    pub fn drop_connection(&mut self) -> Option<ConnId> {
+        let conn = self.conn.take()?;
+        self.held_confirms.clear();
+        self.drop_consumer();
+        self.channels.clear();
+        self.publish = None;
+        Some(conn)
+    }
+
+    fn drop_consumer(&mut self) {
+        let unacked = std::mem::take(&mut self.consumer.unacked);
+        for (_, mut m) in unacked.into_iter().rev() {
+            m.redelivered = true;
+            self.queue.push_front(m);
+        }
+        self.consumer = Consumer::default();
+        self.standby = false;
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Spool {
+    /// What survived the last commit.
+    pub durable: MemorySpool,
+    pub pending: Vec<SpoolWrite>,
+    pub auto_commit: bool,
+    /// Every task whose insert was ever committed.
+    pub ever_durable: BTreeSet<TaskId>,
+}
+
+#[derive(Debug, Default)]
+pub struct App {
+    pub waiting: VecDeque<Task>,
+    pub auto_complete: bool,
+    /// Handed off in this spool lifetime (reset by a crash).
+    pub handed: BTreeSet<TaskId>,
+}
+
+pub struct World {
+    pub now: Instant,
+    pub cfg: Config,
+    pub lane: Lane,
+    pub broker: Broker,
+    pub spool: Spool,
+    pub app: App,
+    pub inputs: VecDeque<Input>,
+    pub events: Vec<Event>,
+    pub submitted: BTreeSet<TaskId>,
+    pub crashes: u32,
+    /// Every AMQP command the lane issued, in order.
+    pub commands: Vec<Amqp>,
+}
+
+pub fn cfg() -> Config {
+    let mut c = Config::new(EndpointId::new("ep").unwrap());
+    c.prefetch = 8;
+    c.max_unconfirmed = 4;
+    c.seed = 1;
+    c
+}
+
+pub fn task_msg(id: &str) -> RawMessage {
+    encode_task(&Task { id: TaskId::new(id).unwrap(), kind: None, body: Bytes::from(format!("payload {id}")) })
+}
+
+impl World {
+    pub fn new(cfg: Config) -> Self {
+        let now = Instant::now();
+        let lane = Lane::new(now, cfg.clone(), SpoolSnapshot::default()).unwrap();
+        let mut w = Self {
+            now,
+            cfg,
+            lane,
+            broker: Broker { reachable: true, routable: true, ..Broker::default() },
+            spool: Spool { auto_commit: true, ..Spool::default() },
+            app: App { auto_complete: true, ..App::default() },
+            inputs: VecDeque::new(),
+            events: Vec::new(),
+            submitted: BTreeSet::new(),
+            crashes: 0,
+            commands: Vec::new(),
+        };
+        w.drain();
+        w
+    }
+
+    /// A world whose broker starts unreachable.
+    pub fn unreachable(cfg: Config) -> Self {
+        let mut w = Self::new(cfg);
+        w.broker.reachable = false;
+        w.inputs.clear();
+        let conn = w.broker.conn.take().unwrap();
+        w.inputs.push_back(Input::ConnectFailed { conn, reason: "refused".into() });
+        w
+    }
+
+    pub fn submit(&mut self, id: &str) {
+        self.submitted.insert(TaskId::new(id).unwrap());
+        self.broker.queue.push_back(Msg { raw: task_msg(id), redelivered: false });
+    }
+
+    pub fn submit_raw(&mut self, raw: RawMessage) {
+        self.broker.queue.push_back(Msg { raw, redelivered: false });
+    }
+
+    pub fn feed(&mut self, input: Input) {
+        self.lane.handle(self.now, input).expect("the harness uses the API correctly");
+        self.drain();
+    }
+
+    /// Carries out everything the lane asks for.
+    pub fn drain(&mut self) {
+        while let Some(out) = self.lane.poll() {
+            match out {
+                Output::Amqp(cmd) => self.amqp(cmd),
+                Output::Spool(w) => self.spool.pending.push(w),
+                Output::Handoff(h) => {
+                    check_no_second_handoff(&self.app, &h.task.id);
+                    self.app.handed.insert(h.task.id.clone());
+                    self.app.waiting.push_back(h.task);
+                }
+                Output::Event(e) => self.events.push(e),
+            }
+        }
+    }
+
+    fn amqp(&mut self, cmd: Amqp) {
+        self.commands.push(cmd.clone());
+        let b = &mut self.broker;
+        match cmd {
+            Amqp::Connect { conn } => {
+                if b.reachable {
+                    b.drop_connection();
+                    b.conn = Some(conn);
+                    self.inputs.push_back(Input::Connected { conn });
+                } else {
+                    self.inputs.push_back(Input::ConnectFailed { conn, reason: "refused".into() });
+                }
+            }
+            Amqp::OpenChannel { channel } if b.conn.is_some() => {
+                b.channels.insert(channel);
+                self.inputs.push_back(Input::ChannelOpened { channel });
+            }
+            Amqp::Qos { channel, prefetch } if b.channels.contains(&channel) => {
+                b.consumer.prefetch = prefetch as usize;
+                self.inputs.push_back(Input::QosOk { channel });
+            }
+            Amqp::Consume { channel, exclusive, .. } if b.channels.contains(&channel) => {
+                if b.other_holder && exclusive {
+                    b.channels.remove(&channel);
+                    self.inputs.push_back(Input::ConsumeRefused { channel, code: 403, text: "exclusive".into() });
+                } else {
+                    b.consumer.channel = Some(channel);
+                    b.standby = b.other_holder;
+                    self.inputs.push_back(Input::ConsumeOk { channel, active: !b.other_holder });
+                }
+            }
+            Amqp::ConfirmSelect { channel } if b.channels.contains(&channel) => {
+                b.publish = Some((channel, 0));
+                self.inputs.push_back(Input::ConfirmSelectOk { channel });
+            }
+            Amqp::Ack { tag, multiple } if b.channels.contains(&tag.channel) => {
+                check_ack_on_delivering_channel(b, tag);
+                let tags: Vec<u64> = if multiple {
+                    b.consumer.unacked.range(..=tag.tag).map(|(t, _)| *t).collect()
+                } else {
+                    vec![tag.tag]
+                };
+                for t in tags {
+                    let m = b.consumer.unacked.remove(&t).expect("checked above");
+                    let id = m.id().expect("only tasks are acked");
+                    check_ack_after_commit(&self.spool, &id);
+                    b.acked.push(id);
+                }
+            }
+            Amqp::Reject { tag } if b.channels.contains(&tag.channel) => {
+                check_ack_on_delivering_channel(b, tag);
+                let m = b.consumer.unacked.remove(&tag.tag).expect("checked above");
+                b.dead.push(m.raw);
+            }
+            Amqp::Publish { tag, message, routing_key, exchange }
+                if b.publish.is_some_and(|(c, _)| c == tag.channel) =>
+            {
+                assert_eq!((exchange, routing_key.as_str()), ("results", "ep.results"));
+                let (channel, last) = b.publish.as_mut().unwrap();
+                *last += 1;
+                assert_eq!(tag.seq, *last, "confirm tags count from 1 per channel");
+                let channel = *channel;
+                if b.nack_next > 0 {
+                    b.nack_next -= 1;
+                    self.inputs.push_back(Input::PublishNack { channel, tag: tag.seq, multiple: false });
+                    return;
+                }
+                if b.routable {
+                    let r =
+                        decode_result("ep.results", &message, TaskLimits { max_body_bytes: 1 << 20, max_headers: 8 })
+                            .expect("the lane publishes valid results");
+                    b.results.push(r.result);
+                } else {
+                    let message_id = message.message_id.clone();
+                    self.inputs.push_back(Input::Returned { channel, message_id, code: 312, text: "NO_ROUTE".into() });
+                }
+                let ack = Input::PublishAck { channel, tag: tag.seq, multiple: false };
+                if b.hold_confirms {
+                    b.held_confirms.push(ack);
+                } else {
+                    self.inputs.push_back(ack);
+                }
+            }
+            Amqp::Disconnect { conn, .. } if b.conn == Some(conn) => {
+                b.drop_connection();
+            }
+            _ => {} // a command on a connection or channel that is gone
+        }
+    }
+
+    /// The broker delivers what the prefetch window allows.
+    fn deliver(&mut self) {
+        let b = &mut self.broker;
+        let Some(channel) = b.consumer.channel else { return };
+        if b.standby {
+            return;
+        }
+        while b.consumer.unacked.len() < b.consumer.prefetch {
+            let Some(m) = b.queue.pop_front() else { break };
+            b.consumer.next_tag += 1;
+            let tag = b.consumer.next_tag;
+            self.inputs.push_back(Input::Delivery { channel, tag, redelivered: m.redelivered, message: m.raw.clone() });
+            b.consumer.unacked.insert(tag, m);
+        }
+    }
+
+    /// Commits every pending spool write as one group.
+    pub fn commit(&mut self) {
+        let Some(last) = self.spool.pending.last().map(|w| w.seq) else { return };
+        for w in std::mem::take(&mut self.spool.pending) {
+            self.spool.durable.apply(&w.op).expect("core issues consistent spool writes");
+            if let SpoolOp::Insert(t) = &w.op {
+                self.spool.ever_durable.insert(t.task.id.clone());
+            }
+        }
+        self.inputs.push_back(Input::SpoolCommitted { upto: last });
+    }
+
+    pub fn complete_one(&mut self) -> bool {
+        let Some(t) = self.app.waiting.pop_front() else { return false };
+        let body = Bytes::from(format!("result of {}", t.id));
+        self.inputs.push_back(Input::Complete { task: t.id, status: ResultStatus::Ok, body });
+        true
+    }
+
+    /// One round: deliver, commit, complete, feed every queued input.
+    /// Returns whether anything happened.
+    pub fn step(&mut self) -> bool {
+        self.deliver();
+        if self.spool.auto_commit {
+            self.commit();
+        }
+        if self.app.auto_complete {
+            while self.complete_one() {}
+        }
+        let moved = !self.inputs.is_empty();
+        while let Some(input) = self.inputs.pop_front() {
+            self.feed(input);
+        }
+        check_nothing_lost(self);
+        moved
+    }
+
+    /// Steps until nothing moves, jumping time to the lane's next deadline,
+    /// while `limit` of simulated time passes. Panics on livelock.
+    pub fn drive_for(&mut self, limit: Duration) {
+        self.settle(limit);
+        self.now += limit;
+        self.feed(Input::Timeout);
+        while self.step() {}
+    }
+
+    /// Steps until nothing moves, jumping to deadlines at most `limit` away.
+    fn settle(&mut self, limit: Duration) {
+        let end = self.now + limit;
+        for _ in 0..1_000_000 {
+            if self.step() {
+                continue;
+            }
+            match self.lane.poll_timeout() {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    self.feed(Input::Timeout);
+                }
+                _ => return,
+            }
+        }
+        panic!("livelock: a million steps without settling");
+    }
+
+    /// Steps until everything has settled (at most an hour of simulated
+    /// time).
+    pub fn drive(&mut self) {
+        self.settle(Duration::from_secs(3600));
+    }
+
+    /// The endpoint process dies: unsynced spool writes and the
+    /// application's work are lost, the broker sees the connection die, a
+    /// new lane starts from what the spool kept.
+    pub fn crash(&mut self) {
+        self.crashes += 1;
+        self.spool.pending.clear();
+        self.broker.drop_connection();
+        self.app = App { auto_complete: self.app.auto_complete, ..App::default() };
+        self.inputs.clear();
+        let mut cfg = self.cfg.clone();
+        cfg.seed = cfg.seed.wrapping_add(self.crashes as u64);
+        self.lane = Lane::new(self.now, cfg, self.spool.durable.snapshot()).unwrap();
+        self.drain();
+    }
+
+    /// The network drops the connection under the lane.
+    pub fn lose_connection(&mut self) {
+        if let Some(conn) = self.broker.drop_connection() {
+            self.inputs.push_back(Input::ConnectionLost { conn, reason: "reset".into() });
+        }
+    }
+
+    /// The broker closes the consuming channel (e.g. an operator action).
+    pub fn close_consume_channel(&mut self) {
+        if let Some(channel) = self.broker.consumer.channel {
+            self.broker.drop_consumer();
+            self.broker.channels.remove(&channel);
+            self.inputs.push_back(Input::ChannelClosed { channel, code: 320, text: "CONNECTION_FORCED".into() });
+        }
+    }
+
+    /// Releases held publisher confirms (as one `multiple` ack).
+    pub fn release_confirms(&mut self) {
+        if let Some(Input::PublishAck { channel, tag, .. }) = self.broker.held_confirms.pop() {
+            self.broker.held_confirms.clear();
+            self.inputs.push_back(Input::PublishAck { channel, tag, multiple: true });
+        }
+    }
+
+    /// The acks the lane sent, in order.
+    pub fn acks(&self) -> Vec<(DeliveryTag, bool)> {
+        self.commands
+            .iter()
+            .filter_map(|c| match c {
+                Amqp::Ack { tag, multiple } => Some((*tag, *multiple)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn count(&self, f: impl Fn(&Amqp) -> bool) -> usize {
+        self.commands.iter().filter(|c| f(c)).count()
+    }
+
+    /// Results accepted by the service, deduplicated.
+    pub fn distinct_results(&self) -> BTreeSet<TaskId> {
+        self.broker.results.iter().map(|r| r.task.clone()).collect()
+    }
+
+    /// Whether everything has settled: every submitted task has its result
+    /// at the service, and the broker and the spool hold nothing.
+    pub fn converged(&self) -> Option<String> {
+        let results = self.distinct_results();
+        let missing: Vec<_> = self.submitted.difference(&results).take(3).collect();
+        if !missing.is_empty() {
+            return Some(format!("results missing, e.g. {missing:?}"));
+        }
+        if !self.broker.queue.is_empty() || !self.broker.consumer.unacked.is_empty() {
+            return Some("broker still holds tasks".into());
+        }
+        let (i, o) = (self.spool.durable.inbox_len(), self.spool.durable.outbox_len());
+        if i + o > 0 || self.lane.inbox_len() + self.lane.outbox_len() > 0 {
+            return Some(format!("spool not drained: inbox {i}, outbox {o}"));
+        }
+        None
+    }
+}
+
+/// Invariant: a delivery is acked (or rejected) only on the channel that
+/// delivered it, and only while it is unsettled there.
+pub fn check_ack_on_delivering_channel(b: &Broker, tag: DeliveryTag) {
+    assert_eq!(
+        b.consumer.channel,
+        Some(tag.channel),
+        "ack or reject on channel {:?}, which is not consuming",
+        tag.channel
+    );
+    assert!(
+        b.consumer.unacked.contains_key(&tag.tag),
+        "stale or unknown tag {} acked on {:?} (unacked: {:?})",
+        tag.tag,
+        tag.channel,
+        b.consumer.unacked.keys().collect::<Vec<_>>()
+    );
+}
+
+/// Invariant: no broker ack before the task is durable in the spool.
+pub fn check_ack_after_commit(spool: &Spool, id: &TaskId) {
+    assert!(spool.ever_durable.contains(id), "task {id} acked before its spool write was committed");
+}
+
+/// Invariant: no task handed off twice within one spool lifetime.
+pub fn check_no_second_handoff(app: &App, id: &TaskId) {
+    assert!(!app.handed.contains(id), "task {id} handed off twice in one spool lifetime");
+}
+
+/// Invariant: every submitted task is somewhere: in the broker, durable in
+/// the spool (inbox or outbox), or its result is at the service.
+pub fn check_nothing_lost(w: &World) {
+    let results = w.distinct_results();
+    let snap = w.spool.durable.snapshot();
+    let spooled: BTreeSet<&TaskId> =
+        snap.inbox.iter().map(|t| &t.task.id).chain(snap.outbox.iter().map(|r| &r.result.task)).collect();
+    let at_broker: BTreeSet<TaskId> =
+        w.broker.queue.iter().chain(w.broker.consumer.unacked.values()).filter_map(Msg::id).collect();
+    for id in &w.submitted {
+        assert!(
+            results.contains(id) || spooled.contains(id) || at_broker.contains(id),
+            "task {id} is lost: not at the broker, not in the spool, no result"
+        );
+    }
+}

@@ -1,0 +1,378 @@
+//! One test per behaviour users rely on, each driven through the harness.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::harness::*;
+use crate::*;
+
+fn ids(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("t{i}")).collect()
+}
+
+#[test]
+fn round_trip_delivers_every_result_once() {
+    let mut w = World::new(cfg());
+    for id in ids(50) {
+        w.submit(&id);
+    }
+    w.drive();
+    assert_eq!(w.converged(), None);
+    assert_eq!(w.broker.results.len(), 50);
+    assert_eq!(w.lane.status(), &Status::Consuming);
+    let c = w.lane.counters();
+    assert_eq!((c.received, c.spooled, c.acked, c.handed_off, c.completed, c.confirmed), (50, 50, 50, 50, 50, 50));
+}
+
+#[test]
+fn nothing_is_acked_before_the_commit_and_a_commit_is_one_multiple_ack() {
+    let mut w = World::new(cfg());
+    w.spool.auto_commit = false;
+    w.app.auto_complete = false;
+    for id in ids(5) {
+        w.submit(&id);
+    }
+    w.drive();
+    assert!(w.acks().is_empty(), "acked before any commit: {:?}", w.acks());
+    assert!(w.app.waiting.is_empty(), "handed off before the commit");
+    assert_eq!(w.spool.pending.len(), 5);
+    w.commit();
+    w.drive();
+    let acks = w.acks();
+    assert_eq!(acks.len(), 1, "one ack per group commit: {acks:?}");
+    assert_eq!((acks[0].0.tag, acks[0].1), (5, true));
+    assert_eq!(w.app.waiting.len(), 5);
+}
+
+#[test]
+fn a_lost_channel_takes_its_tags_and_redeliveries_are_deduplicated() {
+    let mut w = World::new(cfg());
+    w.spool.auto_commit = false;
+    for id in ids(3) {
+        w.submit(&id);
+    }
+    w.drive();
+    let old_channel = w.broker.consumer.channel.unwrap();
+    w.lose_connection();
+    w.step();
+    // The writes commit after the channel is gone: no ack may go anywhere.
+    w.commit();
+    w.step();
+    assert!(w.acks().is_empty());
+    w.spool.auto_commit = true;
+    w.drive();
+    assert_eq!(w.converged(), None);
+    let acks = w.acks();
+    assert!(acks.iter().all(|(t, _)| t.channel != old_channel), "acked on the old channel: {acks:?}");
+    assert_eq!(w.lane.counters().duplicates_dropped, 3);
+    assert_eq!(w.lane.counters().handed_off, 3, "each task handed off once");
+    assert_eq!(w.lane.counters().redelivered, 3);
+}
+
+#[test]
+fn duplicates_of_inbox_and_completed_tasks_are_acked_without_handoff() {
+    let mut w = World::new(cfg());
+    w.submit("a");
+    w.submit("a");
+    w.drive();
+    w.submit("a");
+    w.drive();
+    assert_eq!(w.converged(), None);
+    assert_eq!(w.lane.counters().handed_off, 1);
+    assert_eq!(w.lane.counters().duplicates_dropped, 2);
+    assert_eq!(w.broker.acked.len(), 3);
+    assert_eq!(w.broker.results.len(), 1);
+}
+
+#[test]
+fn malformed_deliveries_are_rejected_and_the_lane_goes_on() {
+    let mut w = World::new(cfg());
+    w.submit("ok1");
+    w.submit_raw(RawMessage { message_id: None, headers: vec![], body: Bytes::from_static(b"x") });
+    w.submit_raw(RawMessage { message_id: Some(vec![0xff]), headers: vec![], body: Bytes::new() });
+    let mut bad_kind = task_msg("k");
+    bad_kind.headers.push(("tasklane-kind".into(), HeaderValue::Int(7)));
+    w.submit_raw(bad_kind);
+    w.submit("ok2");
+    w.drive();
+    assert_eq!(w.converged(), None);
+    assert_eq!(w.broker.dead.len(), 3);
+    assert_eq!(w.lane.counters().rejected, 3);
+    let reasons: Vec<_> = w
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Rejected { reason, .. } => Some(reason.label()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons, ["missing-id", "id-not-utf8", "bad-header"]);
+}
+
+#[test]
+fn a_full_spool_stops_acking_and_resumes_when_results_are_confirmed() {
+    let mut c = cfg();
+    c.max_spooled_tasks = 3;
+    let mut w = World::new(c);
+    w.app.auto_complete = false;
+    for id in ids(20) {
+        w.submit(&id);
+    }
+    w.drive();
+    assert_eq!(w.lane.inbox_len(), 3);
+    assert_eq!(w.broker.acked.len(), 3, "only what is stored is acked");
+    assert_eq!(w.broker.consumer.unacked.len(), 8, "the prefetch window fills and closes by itself");
+    assert_eq!(w.broker.queue.len(), 9);
+    w.app.auto_complete = true;
+    w.drive();
+    assert_eq!(w.converged(), None);
+}
+
+#[test]
+fn unconfirmed_results_are_published_again_after_a_reconnect() {
+    let mut w = World::new(cfg());
+    w.broker.hold_confirms = true;
+    for id in ids(3) {
+        w.submit(&id);
+    }
+    w.drive();
+    assert_eq!(w.lane.outbox_len(), 3);
+    w.lose_connection();
+    w.broker.hold_confirms = false;
+    w.drive();
+    assert_eq!(w.converged(), None);
+    assert_eq!(w.lane.counters().published, 6);
+    assert_eq!(w.distinct_results().len(), 3);
+}
+
+#[test]
+fn a_multiple_confirm_covers_every_earlier_tag() {
+    let mut w = World::new(cfg());
+    w.broker.hold_confirms = true;
+    for id in ids(4) {
+        w.submit(&id);
+    }
+    w.drive();
+    assert_eq!(w.lane.outbox_len(), 4);
+    w.release_confirms();
+    w.drive();
+    assert_eq!(w.lane.outbox_len(), 0);
+    assert_eq!(w.lane.counters().confirmed, 4);
+}
+
+#[test]
+fn nacked_and_returned_results_stay_and_are_retried_with_backoff() {
+    let mut w = World::new(cfg());
+    w.broker.nack_next = 2;
+    w.broker.routable = false;
+    w.submit("a");
+    w.submit("b");
+    w.drive_for(Duration::from_secs(5));
+    assert_eq!(w.lane.outbox_len(), 2, "nothing leaves the outbox without a confirm");
+    assert!(w.lane.counters().returned >= 1);
+    assert!(w.events.iter().any(|e| matches!(e, Event::ResultReturned { code: 312, .. })));
+    let published = w.lane.counters().published;
+    assert!(published < 20, "retries back off ({published} publishes in 5 s)");
+    w.broker.routable = true;
+    w.drive();
+    assert_eq!(w.converged(), None);
+    assert_eq!(w.lane.counters().nacked, 2);
+}
+
+#[test]
+fn exclusive_mode_stands_by_while_refused_and_takes_over_later() {
+    let mut c = cfg();
+    c.consume_mode = ConsumeMode::Exclusive;
+    let mut w = World::new(c);
+    w.broker.other_holder = true;
+    w.submit("a");
+    w.drive_for(Duration::from_secs(7));
+    assert_eq!(w.lane.status(), &Status::Standby);
+    let refused_tries = w.count(|c| matches!(c, Amqp::Consume { exclusive: true, .. }));
+    assert!((3..=5).contains(&refused_tries), "{refused_tries} consume attempts in 7 s at a 2 s retry");
+    assert_eq!(w.lane.counters().received, 0);
+    w.broker.other_holder = false;
+    w.drive();
+    assert_eq!(w.lane.status(), &Status::Consuming);
+    assert_eq!(w.converged(), None);
+}
+
+#[test]
+fn single_active_consumer_standby_becomes_consuming_on_first_delivery() {
+    let mut w = World::new(cfg());
+    w.broker.other_holder = true;
+    w.submit("a");
+    w.drive();
+    assert_eq!(w.lane.status(), &Status::Standby);
+    // The other endpoint dies; the broker makes this consumer active.
+    w.broker.other_holder = false;
+    w.broker.standby = false;
+    w.drive();
+    assert_eq!(w.lane.status(), &Status::Consuming);
+    assert_eq!(w.converged(), None);
+}
+
+#[test]
+fn unreachable_broker_is_retried_with_growing_jittered_backoff() {
+    let mut w = World::unreachable(cfg());
+    let start = w.now;
+    w.step();
+    let mut times = Vec::new();
+    for _ in 0..8 {
+        let t = w.lane.poll_timeout().unwrap();
+        w.now = t;
+        w.feed(Input::Timeout);
+        w.step();
+        times.push(t - start);
+    }
+    let gaps: Vec<_> = times.windows(2).map(|p| p[1] - p[0]).collect();
+    assert!(gaps.windows(2).filter(|g| g[1] > g[0]).count() >= 5, "delays grow: {gaps:?}");
+    assert!(matches!(w.lane.status(), Status::Disconnected { since, .. } if *since == start), "{:?}", w.lane.status());
+    w.broker.reachable = true;
+    w.submit("a");
+    w.drive();
+    assert_eq!(w.converged(), None);
+}
+
+#[test]
+fn the_lane_serves_spooled_tasks_while_the_broker_is_down() {
+    let mut w = World::new(cfg());
+    w.app.auto_complete = false;
+    w.submit("a");
+    w.drive();
+    w.broker.reachable = false;
+    w.lose_connection();
+    w.crash();
+    assert_eq!(w.app.waiting.len(), 1, "the spooled task is handed off again at start");
+    w.drive_for(Duration::from_secs(10));
+    assert!(matches!(w.lane.status(), Status::Disconnected { .. }));
+    assert!(w.complete_one());
+    w.step();
+    assert_eq!(w.lane.outbox_len(), 1, "the result waits in the outbox");
+    w.broker.reachable = true;
+    w.app.auto_complete = true;
+    w.drive();
+    assert_eq!(w.converged(), None);
+}
+
+#[test]
+fn blocked_connection_is_dropped_after_the_timeout() {
+    let mut w = World::new(cfg());
+    w.drive();
+    let conn = w.broker.conn.unwrap();
+    w.feed(Input::Blocked { conn, reason: "memory alarm".into() });
+    assert_eq!(w.lane.status(), &Status::Blocked { reason: "memory alarm".into() });
+    w.drive_for(Duration::from_secs(59));
+    assert_eq!(w.broker.conn, Some(conn));
+    assert!(w.lane.poll_timeout().is_some());
+    w.drive_for(Duration::from_secs(2));
+    assert!(w.commands.iter().any(|c| matches!(c, Amqp::Disconnect { conn: c, .. } if *c == conn)));
+    w.drive();
+    assert_eq!(w.lane.status(), &Status::Consuming);
+}
+
+#[test]
+fn recovery_rehands_the_inbox_and_republishes_the_outbox() {
+    let mut w = World::new(cfg());
+    w.app.auto_complete = false;
+    w.broker.hold_confirms = true;
+    for id in ids(4) {
+        w.submit(&id);
+    }
+    w.drive();
+    w.complete_one();
+    w.complete_one();
+    w.drive();
+    w.crash();
+    let recovered: Vec<_> = w.app.waiting.iter().map(|t| t.id.to_string()).collect();
+    assert_eq!(recovered, ["t2", "t3"], "uncompleted tasks again, in arrival order");
+    w.broker.hold_confirms = false;
+    w.app.auto_complete = true;
+    w.drive();
+    assert_eq!(w.converged(), None);
+    assert_eq!(w.distinct_results().len(), 4);
+}
+
+#[test]
+fn a_delivery_tag_that_does_not_increase_is_a_protocol_violation() {
+    let mut w = World::new(cfg());
+    w.drive();
+    let channel = w.broker.consumer.channel.unwrap();
+    w.spool.auto_commit = false;
+    w.feed(Input::Delivery { channel, tag: 5, redelivered: false, message: task_msg("a") });
+    w.feed(Input::Delivery { channel, tag: 5, redelivered: false, message: task_msg("b") });
+    assert!(w.events.iter().any(|e| matches!(e, Event::ProtocolViolation { .. })));
+    assert!(matches!(w.lane.status(), Status::Disconnected { .. }));
+}
+
+#[test]
+fn a_silent_broker_handshake_times_out() {
+    let mut w = World::new(cfg());
+    w.inputs.clear(); // the broker never answers the connect...
+    let first = w.lane.poll_timeout().unwrap();
+    w.now = first;
+    w.feed(Input::Timeout);
+    assert!(matches!(w.lane.status(), Status::Disconnected { reason, .. } if reason.contains("timed out")));
+}
+
+#[test]
+fn misuse_is_an_error_and_changes_nothing() {
+    let mut w = World::new(cfg());
+    let now = w.now;
+    let err = w.lane.handle(
+        now,
+        Input::Complete { task: TaskId::new("nope").unwrap(), status: ResultStatus::Ok, body: Bytes::new() },
+    );
+    assert_eq!(err, Err(UsageError::UnknownTask(TaskId::new("nope").unwrap())));
+    let err = w.lane.handle(now, Input::SpoolCommitted { upto: WriteSeq(99) });
+    assert!(matches!(err, Err(UsageError::CommitBeyondIssued { reported: 99, .. })));
+    let err = w.lane.handle(now, Input::Connected { conn: ConnId(42) });
+    assert!(matches!(err, Err(UsageError::Unexpected { .. })));
+    w.submit("a");
+    w.drive();
+    assert_eq!(w.converged(), None);
+}
+
+#[test]
+fn completing_before_the_commit_is_refused() {
+    let mut w = World::new(cfg());
+    w.spool.auto_commit = false;
+    w.submit("a");
+    w.drive();
+    let now = w.now;
+    let err = w
+        .lane
+        .handle(now, Input::Complete { task: TaskId::new("a").unwrap(), status: ResultStatus::Ok, body: Bytes::new() });
+    assert_eq!(err, Err(UsageError::NotHandedOff(TaskId::new("a").unwrap())));
+}
+
+#[test]
+fn shutdown_closes_and_stays_down() {
+    let mut w = World::new(cfg());
+    w.drive();
+    w.feed(Input::Shutdown);
+    assert_eq!(w.lane.status(), &Status::Closed);
+    assert_eq!(w.broker.conn, None);
+    assert_eq!(w.lane.poll_timeout(), None);
+}
+
+#[test]
+fn the_completed_window_is_bounded_and_persisted() {
+    let mut c = cfg();
+    c.completed_window = 2;
+    let mut w = World::new(c);
+    for id in ids(5) {
+        w.submit(&id);
+    }
+    w.drive();
+    assert_eq!(w.spool.durable.snapshot().completed, vec![TaskId::new("t3").unwrap(), TaskId::new("t4").unwrap()]);
+}
+
+#[test]
+fn config_validation_names_the_field() {
+    let mut c = cfg();
+    c.prefetch = 0;
+    let err = Lane::new(std::time::Instant::now(), c, SpoolSnapshot::default()).unwrap_err();
+    assert!(err.to_string().starts_with("prefetch:"), "{err}");
+}
