@@ -1,1 +1,128 @@
-fn main() {}
+//! `tasklane`: provision endpoints, submit tasks, collect results, run an
+//! endpoint, inspect a spool, and run the end-to-end demo.
+
+mod cmd;
+mod demo;
+mod failure;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use tasklane_core::EndpointId;
+use tasklane_io::service::QueueType;
+
+use failure::Failure;
+
+/// The broker `tasklane` talks to unless told otherwise.
+pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  runtime failure (broker unreachable, endpoint not provisioned, lost results, ...)
+  2  usage error (bad arguments, bad AMQP URL, bad endpoint id, unreadable file)
+  3  timeout (results: fewer than --count results before --timeout)";
+
+/// A crash-safe lane between a service and its compute endpoints over RabbitMQ.
+#[derive(Parser, Debug)]
+#[command(name = "tasklane", version, after_help = EXIT_CODES)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// AMQP URL of the broker (the path is the vhost: %2f for "/").
+    #[arg(long = "amqp", value_name = "URL", env = "TASKLANE_AMQP_URL", default_value = DEFAULT_URL, global = true, hide_env_values = true)]
+    pub amqp: String,
+    /// Directory of the service's own LMDB store (task tracking, result dedup).
+    #[arg(long = "store", value_name = "DIR", default_value = "./tasklane-service", global = true)]
+    pub store: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Declare an endpoint's task queue and the shared results and
+    /// dead-letter topology (idempotent).
+    Provision {
+        /// Endpoint id: 1-64 characters of A-Z a-z 0-9 _ -
+        #[arg(value_parser = parse_endpoint)]
+        endpoint: EndpointId,
+        /// Kind of the task queue.
+        #[arg(long, value_name = "TYPE", default_value = "classic", value_parser = parse_queue_type)]
+        queue_type: QueueType,
+    },
+    /// Submit tasks to an endpoint; prints how many were submitted.
+    Submit(cmd::SubmitArgs),
+    /// Run an endpoint until SIGINT/SIGTERM.
+    Endpoint(cmd::EndpointArgs),
+    /// Consume the service's results queue, de-duplicated, one line each.
+    Results(cmd::ResultsArgs),
+    /// Look into an endpoint's spool.
+    Spool {
+        #[command(subcommand)]
+        command: SpoolCommand,
+    },
+    /// End-to-end demo: provision a fresh endpoint, run it in-process,
+    /// submit tasks, collect every result, print a summary.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum SpoolCommand {
+    /// Counts and oldest entries of inbox and outbox.
+    Inspect {
+        /// The spool directory.
+        dir: PathBuf,
+        /// How many of the oldest entries of each to show.
+        #[arg(long, default_value_t = 5)]
+        oldest: usize,
+    },
+}
+
+pub fn parse_endpoint(s: &str) -> Result<EndpointId, String> {
+    EndpointId::new(s).map_err(|e| format!("bad endpoint id: {e}"))
+}
+
+fn parse_queue_type(s: &str) -> Result<QueueType, String> {
+    s.parse()
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return failure::clap_error(e),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return Failure::Runtime(format!("cannot start the async runtime: {e}")).report(),
+    };
+    let outcome = runtime.block_on(run(cli));
+    // Do not wait for amqprs' background tasks of connections already closed.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => f.report(),
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let g = cli.global;
+    match cli.command {
+        Command::Provision { endpoint, queue_type } => cmd::provision(&g, &endpoint, queue_type).await,
+        Command::Submit(args) => cmd::submit(&g, args).await,
+        Command::Endpoint(args) => cmd::endpoint(&g, args).await,
+        Command::Results(args) => cmd::results(&g, args).await,
+        Command::Spool { command: SpoolCommand::Inspect { dir, oldest } } => cmd::spool_inspect(&dir, oldest),
+        Command::Demo(args) => demo::run(&g, args).await,
+    }
+}

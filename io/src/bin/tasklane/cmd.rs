@@ -1,0 +1,278 @@
+//! The subcommands other than `demo`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use amqprs::connection::Connection;
+use bytes::Bytes;
+use clap::{ArgGroup, Args};
+use tasklane_core::message::MAX_KIND_LEN;
+use tasklane_core::{EndpointId, Task, TaskId};
+use tasklane_io::amqp::{self, ConnectOptions};
+use tasklane_io::service::{self, QueueType, Results, ResultsOptions, ServiceError, Submitter, TaskStore};
+
+use crate::failure::Failure;
+use crate::Global;
+
+/// Longest wait for the broker's answer to a connection attempt.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// `tasklane submit`.
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("source").required(true).args(["count", "file"])))]
+pub struct SubmitArgs {
+    /// Endpoint id.
+    #[arg(value_parser = crate::parse_endpoint)]
+    endpoint: EndpointId,
+    /// Submit N generated tasks.
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+    /// Size of each generated payload, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 64, conflicts_with = "file")]
+    size: usize,
+    /// Task kind (`tasklane-kind` header), for handler dispatch.
+    #[arg(long, value_name = "K")]
+    kind: Option<String>,
+    /// Submit one task per line of file F (empty lines are skipped).
+    #[arg(long, value_name = "F")]
+    file: Option<PathBuf>,
+}
+
+/// `tasklane results`.
+#[derive(Args, Debug)]
+pub struct ResultsArgs {
+    /// Stop (exit 0) once N distinct results were seen.
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+    /// Stop after SECS seconds; with --count, that is a failure (exit 3).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
+    /// One JSON object per line: task_id, endpoint, status, payload.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `tasklane endpoint`.
+#[derive(Args, Debug)]
+pub struct EndpointArgs {
+    /// Endpoint id.
+    #[arg(value_parser = crate::parse_endpoint)]
+    pub endpoint: EndpointId,
+    /// The endpoint's spool directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub spool: PathBuf,
+    /// Run CMD (through `sh -c`) per task: payload on stdin, stdout is the
+    /// result, a non-zero exit makes it `failed`. Without it, results echo
+    /// the payload.
+    #[arg(long, value_name = "CMD")]
+    pub exec: Option<String>,
+}
+
+/// Parses `--amqp`; a bad URL is a usage error.
+pub fn connect_options(g: &Global, name: &str) -> Result<ConnectOptions, Failure> {
+    let opts = ConnectOptions::parse(&g.amqp).map_err(|e| Failure::Usage(format!("--amqp: {e}")))?;
+    Ok(opts.with_connection_name(name))
+}
+
+/// Connects, giving up after [`CONNECT_TIMEOUT`].
+pub async fn connect(opts: &ConnectOptions) -> Result<Connection, Failure> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, amqp::connect(opts)).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(Failure::Runtime(e.to_string())),
+        Err(_) => Err(Failure::Runtime(format!(
+            "cannot connect to {}: no answer within {} s",
+            opts.url,
+            CONNECT_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// Opens the service's task store.
+pub fn open_store(dir: &Path) -> Result<TaskStore, Failure> {
+    TaskStore::open(dir).map_err(|e| Failure::runtime(format!("cannot open the task store {}", dir.display()), e))
+}
+
+/// A service error as a failure, with a hint where one helps.
+pub fn service_failure(e: ServiceError) -> Failure {
+    match &e {
+        ServiceError::Unroutable { endpoint, .. } => {
+            Failure::Runtime(format!("{e}; run `tasklane provision {endpoint}` first"))
+        }
+        _ => Failure::Runtime(e.to_string()),
+    }
+}
+
+async fn close(conn: Connection) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn.close()).await;
+}
+
+/// `tasklane provision E`.
+pub async fn provision(g: &Global, endpoint: &EndpointId, queue_type: QueueType) -> Result<(), Failure> {
+    let opts = connect_options(g, "tasklane provision")?;
+    let conn = connect(&opts).await?;
+    let outcome = service::provision(&conn, endpoint, queue_type).await;
+    close(conn).await;
+    outcome.map_err(service_failure)?;
+    println!("provisioned {endpoint} ({queue_type} task queue {})", endpoint.task_queue());
+    Ok(())
+}
+
+/// A payload of exactly `size` bytes naming task `i`.
+pub fn generated_payload(i: u64, size: usize) -> Bytes {
+    let stem = format!("task-{i} ");
+    Bytes::from(stem.bytes().cycle().take(size).collect::<Vec<u8>>())
+}
+
+/// A fresh task id.
+pub fn new_task_id() -> TaskId {
+    TaskId::new(uuid::Uuid::new_v4().to_string()).expect("a UUID is a valid task id")
+}
+
+/// `tasklane submit E --count N | --file F`.
+pub async fn submit(g: &Global, args: SubmitArgs) -> Result<(), Failure> {
+    let opts = connect_options(g, "tasklane submit")?;
+    if let Some(k) = &args.kind {
+        if k.is_empty() || k.len() > MAX_KIND_LEN {
+            return Err(Failure::Usage(format!("--kind must be 1 to {MAX_KIND_LEN} bytes")));
+        }
+    }
+    let payloads: Box<dyn Iterator<Item = Bytes> + Send> = match (&args.file, args.count) {
+        (Some(path), _) => {
+            let text =
+                std::fs::read(path).map_err(|e| Failure::Usage(format!("cannot read {}: {e}", path.display())))?;
+            let lines: Vec<Bytes> = text
+                .split(|b| *b == b'\n')
+                .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+                .filter(|l| !l.is_empty())
+                .map(Bytes::copy_from_slice)
+                .collect();
+            Box::new(lines.into_iter())
+        }
+        (None, Some(n)) => {
+            let size = args.size;
+            Box::new((0..n).map(move |i| generated_payload(i, size)))
+        }
+        (None, None) => unreachable!("clap requires --count or --file"),
+    };
+    let kind = args.kind.clone();
+    let tasks = payloads.map(|body| Task { id: new_task_id(), kind: kind.clone(), body });
+
+    let store = open_store(&g.store)?;
+    let conn = connect(&opts).await?;
+    let outcome = async {
+        let mut submitter = Submitter::open(&conn, store).await?;
+        let n = submitter.submit_all(&args.endpoint, tasks, |_| {}).await;
+        submitter.close().await;
+        n
+    }
+    .await;
+    close(conn).await;
+    let n = outcome.map_err(service_failure)?;
+    println!("submitted {n} tasks to {}", args.endpoint);
+    Ok(())
+}
+
+/// Set once SIGINT or SIGTERM arrives.
+pub fn stop_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = flag.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        set.store(true, Ordering::SeqCst);
+    });
+    flag
+}
+
+/// Waits for SIGINT (Ctrl-C) or SIGTERM.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn print_result(r: &service::AcceptedResult, json: bool) {
+    if json {
+        let mut obj = serde_json::json!({
+            "task_id": r.task.as_str(),
+            "endpoint": r.endpoint.as_str(),
+            "status": r.status.as_str(),
+            "payload": String::from_utf8_lossy(&r.body),
+        });
+        if std::str::from_utf8(&r.body).is_err() {
+            obj["payload_hex"] = r.body.iter().map(|b| format!("{b:02x}")).collect::<String>().into();
+        }
+        println!("{obj}");
+    } else {
+        let payload: String = String::from_utf8_lossy(&r.body).escape_debug().collect();
+        println!("{}\t{}\t{}\t{payload}", r.task, r.endpoint, r.status.as_str());
+    }
+}
+
+/// `tasklane results`.
+pub async fn results(g: &Global, args: ResultsArgs) -> Result<(), Failure> {
+    let opts = connect_options(g, "tasklane results")?;
+    let store = open_store(&g.store)?;
+    let stop = stop_flag();
+    let conn = connect(&opts).await?;
+    let deadline = args.timeout.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    let outcome = async {
+        let mut results = Results::open(&conn, store, ResultsOptions::default()).await?;
+        let mut seen = 0u64;
+        let mut end = Ok(());
+        loop {
+            if args.count.is_some_and(|n| seen >= n) {
+                break;
+            }
+            if stop.load(Ordering::SeqCst) {
+                if let Some(n) = args.count {
+                    end = Err(Failure::Runtime(format!("interrupted after {seen} of {n} results")));
+                }
+                break;
+            }
+            let now = tokio::time::Instant::now();
+            if deadline.is_some_and(|d| d <= now) {
+                if let (Some(n), Some(s)) = (args.count, args.timeout) {
+                    end = Err(Failure::Timeout(format!("timed out after {s} s with {seen} of {n} results")));
+                }
+                break;
+            }
+            // Short waits, so a signal or the deadline is noticed promptly
+            // without cancelling the consumer mid-step.
+            let wait = deadline.map_or(Duration::from_millis(250), |d| (d - now).min(Duration::from_millis(250)));
+            if let Some(r) = results.next_timeout(wait).await? {
+                print_result(&r, args.json);
+                seen += 1;
+            }
+        }
+        results.close().await?;
+        Ok::<_, ServiceError>(end)
+    }
+    .await;
+    close(conn).await;
+    outcome.map_err(service_failure)?
+}
+
+/// `tasklane endpoint E --spool DIR [--exec CMD]`.
+pub async fn endpoint(_g: &Global, _args: EndpointArgs) -> Result<(), Failure> {
+    Err(Failure::Runtime("the endpoint subcommand is not available in this build yet".into()))
+}
+
+/// `tasklane spool inspect DIR`.
+pub fn spool_inspect(_dir: &Path, _oldest: usize) -> Result<(), Failure> {
+    Err(Failure::Runtime("spool inspect is not available in this build yet".into()))
+}
