@@ -171,6 +171,15 @@ pub enum Event {
         /// What happened.
         detail: String,
     },
+    /// The broker closed the publishing channel (e.g. 404 NOT_FOUND when the
+    /// `results` exchange is missing). Results stay in the outbox; a new
+    /// channel is opened after a backoff while intake goes on.
+    PublishChannelClosed {
+        /// AMQP reply code.
+        code: u16,
+        /// AMQP reply text.
+        text: String,
+    },
     /// The spool cannot take more right now; intake waits.
     SpoolFull {
         /// Why.

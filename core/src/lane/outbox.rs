@@ -198,6 +198,7 @@ impl Lane {
         };
         if !covered.is_empty() {
             self.session_proved_healthy();
+            self.publishing_proved_healthy();
         }
         for (_, seq) in covered {
             let returned =

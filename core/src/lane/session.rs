@@ -42,6 +42,11 @@ pub(super) enum PublishChan {
     Opening(ChannelId),
     Selecting(ChannelId),
     Ready(ChannelId),
+    /// The broker closed the publishing channel (e.g. 404: no `results`
+    /// exchange). Intake goes on; a new channel is opened at `retry_at`.
+    Closed {
+        retry_at: Instant,
+    },
 }
 
 #[derive(Debug)]
@@ -83,6 +88,8 @@ pub(super) struct IdSource {
     channel: u64,
     /// Consecutive failures, for the reconnect backoff.
     failures: u32,
+    /// Consecutive publishing-channel closes, for its own backoff.
+    publish_failures: u32,
 }
 
 impl Lane {
@@ -250,7 +257,8 @@ impl Lane {
             ConsumeChan::Refused { .. } => None,
         };
         let publish_channel = match s.publish {
-            PublishChan::Opening(c) | PublishChan::Selecting(c) | PublishChan::Ready(c) => c,
+            PublishChan::Opening(c) | PublishChan::Selecting(c) | PublishChan::Ready(c) => Some(c),
+            PublishChan::Closed { .. } => None,
         };
         if consume_channel == Some(channel)
             && s.consume == ConsumeChan::Subscribing(channel)
@@ -258,8 +266,17 @@ impl Lane {
         {
             return self.on_consume_refused(now, channel, code, text);
         }
-        if consume_channel == Some(channel) || publish_channel == channel {
+        if consume_channel == Some(channel) {
             self.drop_connection(now, format!("channel closed by broker: {code} {text}"));
+        } else if publish_channel == Some(channel) {
+            let delay = backoff::delay(self.cfg.reconnect, self.ids.publish_failures, &mut self.rng);
+            self.ids.publish_failures = self.ids.publish_failures.saturating_add(1);
+            if let Conn::Up(s) = &mut self.conn {
+                s.publish = PublishChan::Closed { retry_at: now + delay };
+            }
+            self.stop_publishing();
+            self.emit(Event::PublishChannelClosed { code, text });
+            self.check_handshake_done();
         }
     }
 
@@ -302,11 +319,16 @@ impl Lane {
         self.ids.failures = 0;
     }
 
+    /// A confirm arrived: the publishing channel works.
+    pub(super) fn publishing_proved_healthy(&mut self) {
+        self.ids.publish_failures = 0;
+    }
+
     fn check_handshake_done(&mut self) {
         if let Conn::Up(s) = &mut self.conn {
             let consuming =
                 matches!(s.consume, ConsumeChan::Active(_) | ConsumeChan::Waiting(_) | ConsumeChan::Refused { .. });
-            if consuming && matches!(s.publish, PublishChan::Ready(_)) {
+            if consuming && matches!(s.publish, PublishChan::Ready(_) | PublishChan::Closed { .. }) {
                 s.handshake_deadline = None;
             }
         }
@@ -341,17 +363,21 @@ impl Lane {
                         return self.drop_connection(now, reason);
                     }
                 }
-                if let ConsumeChan::Refused { retry_at } = s.consume {
-                    if retry_at <= now {
-                        let channel = {
-                            self.ids.channel += 1;
-                            ChannelId(self.ids.channel)
-                        };
-                        if let Conn::Up(s) = &mut self.conn {
-                            s.consume = ConsumeChan::Opening(channel);
-                        }
-                        self.out.push_back(Output::Amqp(Amqp::OpenChannel { channel }));
+                let reopen_consume = matches!(s.consume, ConsumeChan::Refused { retry_at } if retry_at <= now);
+                let reopen_publish = matches!(s.publish, PublishChan::Closed { retry_at } if retry_at <= now);
+                if reopen_consume {
+                    let channel = self.next_channel();
+                    if let Conn::Up(s) = &mut self.conn {
+                        s.consume = ConsumeChan::Opening(channel);
                     }
+                    self.out.push_back(Output::Amqp(Amqp::OpenChannel { channel }));
+                }
+                if reopen_publish {
+                    let channel = self.next_channel();
+                    if let Conn::Up(s) = &mut self.conn {
+                        s.publish = PublishChan::Opening(channel);
+                    }
+                    self.out.push_back(Output::Amqp(Amqp::OpenChannel { channel }));
                 }
                 self.pump(now);
             }
@@ -369,8 +395,12 @@ impl Lane {
                     ConsumeChan::Refused { retry_at } => Some(retry_at),
                     _ => None,
                 };
+                let reopen = match s.publish {
+                    PublishChan::Closed { retry_at } => Some(retry_at),
+                    _ => None,
+                };
                 let blocked = s.blocked.as_ref().map(|(since, _)| *since + self.cfg.blocked_timeout);
-                [s.handshake_deadline, refused, blocked].into_iter().flatten().min()
+                [s.handshake_deadline, refused, reopen, blocked].into_iter().flatten().min()
             }
             Conn::Closed => None,
         }

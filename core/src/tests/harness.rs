@@ -38,6 +38,9 @@ pub struct Consumer {
 pub struct Broker {
     pub reachable: bool,
     pub routable: bool,
+    /// The `results` exchange does not exist: a publish closes the channel
+    /// with 404.
+    pub exchange_missing: bool,
     /// Another endpoint holds the queue: consumes get `active: false`
     /// (single active consumer) or are refused (exclusive).
     pub other_holder: bool,
@@ -243,6 +246,13 @@ impl World {
                 if b.publish.is_some_and(|(c, _)| c == tag.channel) =>
             {
                 assert_eq!((exchange, routing_key.as_str()), ("results", "ep.results"));
+                if b.exchange_missing {
+                    b.publish = None;
+                    b.channels.remove(&tag.channel);
+                    let text = "NOT_FOUND - no exchange 'results'".to_string();
+                    self.inputs.push_back(Input::ChannelClosed { channel: tag.channel, code: 404, text });
+                    return;
+                }
                 let (channel, last) = b.publish.as_mut().unwrap();
                 *last += 1;
                 assert_eq!(tag.seq, *last, "confirm tags count from 1 per channel");

@@ -376,3 +376,23 @@ fn config_validation_names_the_field() {
     let err = Lane::new(std::time::Instant::now(), c, SpoolSnapshot::default()).unwrap_err();
     assert!(err.to_string().starts_with("prefetch:"), "{err}");
 }
+
+#[test]
+fn a_missing_results_exchange_closes_only_the_publishing_channel() {
+    let mut w = World::new(cfg());
+    w.broker.exchange_missing = true;
+    for id in ids(5) {
+        w.submit(&id);
+    }
+    w.drive_for(Duration::from_secs(10));
+    assert_eq!(w.lane.status(), &Status::Consuming, "intake goes on");
+    assert_eq!(w.broker.acked.len(), 5);
+    assert_eq!(w.lane.outbox_len(), 5);
+    assert_eq!(w.lane.counters().connections, 1, "the connection was kept");
+    let reopens = w.count(|c| matches!(c, Amqp::OpenChannel { .. }));
+    assert!((3..12).contains(&reopens), "publishing channel reopened with backoff: {reopens} opens in 10 s");
+    assert!(w.events.iter().any(|e| matches!(e, Event::PublishChannelClosed { code: 404, .. })));
+    w.broker.exchange_missing = false;
+    w.drive();
+    assert_eq!(w.converged(), None);
+}

@@ -29,6 +29,7 @@ enum Action {
     ReleaseConfirms,
     Nack(u8),
     Routable(bool),
+    ExchangeMissing(bool),
     LoseConnection,
     CloseChannel,
     Crash,
@@ -51,6 +52,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => Just(Action::ReleaseConfirms),
         1 => (1u8..3).prop_map(Action::Nack),
         1 => any::<bool>().prop_map(Action::Routable),
+        1 => any::<bool>().prop_map(Action::ExchangeMissing),
         1 => Just(Action::LoseConnection),
         1 => Just(Action::CloseChannel),
         1 => Just(Action::Crash),
@@ -103,6 +105,7 @@ fn run(cfg: Config, actions: Vec<Action>) {
             Action::ReleaseConfirms => w.release_confirms(),
             Action::Nack(n) => w.broker.nack_next += usize::from(n),
             Action::Routable(on) => w.broker.routable = on,
+            Action::ExchangeMissing(on) => w.broker.exchange_missing = on,
             Action::LoseConnection => w.lose_connection(),
             Action::CloseChannel => w.close_consume_channel(),
             Action::Crash => w.crash(),
@@ -122,6 +125,7 @@ fn run(cfg: Config, actions: Vec<Action>) {
     // Heal: no more faults; the system must converge.
     w.broker.reachable = true;
     w.broker.routable = true;
+    w.broker.exchange_missing = false;
     w.broker.other_holder = false;
     w.broker.standby = false;
     w.broker.nack_next = 0;
