@@ -22,11 +22,13 @@
 //! # Ok(()) }
 //! ```
 
+mod cli;
 mod proxy;
 mod vhost;
 
 use std::net::SocketAddr;
 
+pub use cli::{tasklane_bin, ResultLine, Running, Tasklane};
 pub use proxy::{FaultProxy, ProxyStats};
 pub use vhost::{vhost_exists, PeekedMessage, QueueCounts, QueueInfo, Vhost};
 
