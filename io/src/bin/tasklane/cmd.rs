@@ -12,6 +12,7 @@ use tasklane_core::message::MAX_KIND_LEN;
 use tasklane_core::{EndpointId, Task, TaskId};
 use tasklane_io::amqp::{self, ConnectOptions};
 use tasklane_io::service::{self, QueueType, Results, ResultsOptions, ServiceError, Submitter, TaskStore};
+use tasklane_io::spool::{self, SpoolError};
 
 use crate::failure::Failure;
 use crate::Global;
@@ -267,12 +268,41 @@ pub async fn results(g: &Global, args: ResultsArgs) -> Result<(), Failure> {
     outcome.map_err(service_failure)?
 }
 
-/// `tasklane endpoint E --spool DIR [--exec CMD]`.
-pub async fn endpoint(_g: &Global, _args: EndpointArgs) -> Result<(), Failure> {
-    Err(Failure::Runtime("the endpoint subcommand is not available in this build yet".into()))
+fn preview(body: &[u8]) -> String {
+    const MAX: usize = 40;
+    let text: String = String::from_utf8_lossy(&body[..body.len().min(MAX)]).escape_debug().collect();
+    if body.len() > MAX {
+        format!("\"{text}\"...")
+    } else {
+        format!("\"{text}\"")
+    }
 }
 
-/// `tasklane spool inspect DIR`.
-pub fn spool_inspect(_dir: &Path, _oldest: usize) -> Result<(), Failure> {
-    Err(Failure::Runtime("spool inspect is not available in this build yet".into()))
+/// `tasklane spool inspect DIR`: counts, then the oldest entries.
+pub fn spool_inspect(dir: &Path, oldest: usize) -> Result<(), Failure> {
+    let (snapshot, corrupt) = spool::inspect(dir).map_err(|e| match e {
+        SpoolError::Missing(_) => Failure::Usage(e.to_string()),
+        e => Failure::Runtime(e.to_string()),
+    })?;
+    let inbox_bytes: usize = snapshot.inbox.iter().map(|t| t.task.body.len()).sum();
+    let outbox_bytes: usize = snapshot.outbox.iter().map(|r| r.result.body.len()).sum();
+    println!("spool {}", dir.display());
+    println!("inbox: {} tasks, {inbox_bytes} payload bytes", snapshot.inbox.len());
+    for t in snapshot.inbox.iter().take(oldest) {
+        let kind = t.task.kind.as_deref().map(|k| format!(" kind={k}")).unwrap_or_default();
+        println!("  #{} {}{kind} {} bytes {}", t.arrival, t.task.id, t.task.body.len(), preview(&t.task.body));
+    }
+    println!("outbox: {} results, {outbox_bytes} payload bytes", snapshot.outbox.len());
+    for r in snapshot.outbox.iter().take(oldest) {
+        let res = &r.result;
+        println!("  #{} {} {} {} bytes {}", r.seq.0, res.task, res.status.as_str(), res.body.len(), preview(&res.body));
+    }
+    println!("completed (dedup window): {} task ids", snapshot.completed.len());
+    if !corrupt.is_empty() {
+        println!("damaged records moved to quarantine: {}", corrupt.len());
+        for c in &corrupt {
+            println!("  {c}");
+        }
+    }
+    Ok(())
 }

@@ -3,7 +3,11 @@
 
 mod cmd;
 mod demo;
+mod endpoint;
 mod failure;
+// Used by `endpoint` and `demo` once the library's `Endpoint` type lands.
+#[allow(dead_code)]
+mod handler;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -120,7 +124,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Provision { endpoint, queue_type } => cmd::provision(&g, &endpoint, queue_type).await,
         Command::Submit(args) => cmd::submit(&g, args).await,
-        Command::Endpoint(args) => cmd::endpoint(&g, args).await,
+        Command::Endpoint(args) => endpoint::run(&g, args).await,
         Command::Results(args) => cmd::results(&g, args).await,
         Command::Spool { command: SpoolCommand::Inspect { dir, oldest } } => cmd::spool_inspect(&dir, oldest),
         Command::Demo(args) => demo::run(&g, args).await,
