@@ -108,3 +108,34 @@ async fn the_dedup_window_survives_a_restart() {
     assert_eq!(counters, ResultCounters { accepted: 0, duplicates: 1, dead_lettered: 0 });
     conn.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_result_handed_over_but_never_acked_comes_back_after_a_crash() {
+    let vhost = Vhost::create().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = TaskStore::open(dir.path()).unwrap();
+    let conn = amqp::connect(&ConnectOptions::parse(&vhost.url()).unwrap()).await.unwrap();
+    let e = EndpointId::new("E").unwrap();
+    provision(&conn, &e, QueueType::Classic).await.unwrap();
+    let mut submitter = Submitter::open(&conn, store.clone()).await.unwrap();
+    let task = Task { id: TaskId::new("t-1").unwrap(), kind: None, body: Bytes::new() };
+    submitter.submit(&e, task).await.unwrap();
+    publish_result(&conn, "E.results", &e, "t-1", "out").await;
+
+    // Handed over, then the service dies before it comes back for more:
+    // neither acked nor remembered, so the broker hands it over again.
+    let crashing = amqp::connect(&ConnectOptions::parse(&vhost.url()).unwrap()).await.unwrap();
+    let mut results = Results::open(&crashing, store.clone(), ResultsOptions::default()).await.unwrap();
+    assert!(results.next_timeout(Duration::from_secs(10)).await.unwrap().is_some());
+    drop(results);
+    let _ = crashing.close().await;
+
+    let mut results = Results::open(&conn, store.clone(), ResultsOptions::default()).await.unwrap();
+    let again = results.next_timeout(Duration::from_secs(10)).await.unwrap().expect("handed over again");
+    assert_eq!(again.task.as_str(), "t-1");
+    assert_eq!(results.next_timeout(Duration::from_millis(300)).await.unwrap(), None);
+    results.close().await.unwrap();
+    assert_eq!(vhost.queue_counts("results").await.unwrap().unwrap().ready, 0);
+    assert_eq!(store.seen().unwrap(), vec![TaskId::new("t-1").unwrap()]);
+    conn.close().await.unwrap();
+}

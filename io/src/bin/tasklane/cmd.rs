@@ -69,6 +69,9 @@ pub struct EndpointArgs {
     /// the payload.
     #[arg(long, value_name = "CMD")]
     pub exec: Option<String>,
+    /// AMQP heartbeat in seconds: how fast a dead link is noticed.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    pub heartbeat: u16,
 }
 
 /// Parses `--amqp`; a bad URL is a usage error.
