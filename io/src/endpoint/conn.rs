@@ -1,0 +1,256 @@
+//! One task per AMQP connection: it opens the connection, then carries out
+//! core's [`Amqp`] commands for it one after the other, each to completion
+//! (amqprs issue #196: a cancelled RPC breaks its channel), and reports the
+//! answers as core [`Input`]s. The driver never waits on it: a connection
+//! that hangs in its handshake holds up only its own task, and core gives
+//! up on it by its own deadline.
+//!
+//! Channels are named by core's [`ChannelId`]s; an ack goes to the amqprs
+//! channel its [`tasklane_core::DeliveryTag`] names, or nowhere.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use amqprs::channel::{
+    BasicAckArguments, BasicConsumeArguments, BasicQosArguments, BasicRejectArguments, Channel, ConfirmSelectArguments,
+    QueueDeclareArguments,
+};
+use amqprs::connection::Connection;
+use amqprs::consumer::AsyncConsumer;
+use amqprs::{BasicProperties, Deliver};
+use async_trait::async_trait;
+use tasklane_core::{Amqp, ChannelId, ConnId, Input};
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+use tokio::task::JoinHandle;
+
+use crate::amqp::{self, ChannelEvent, CloseReason, ConnectOptions, ConnectionEvent};
+
+/// AMQP reply codes of a refused exclusive consume.
+const ACCESS_REFUSED: u16 = 403;
+const RESOURCE_LOCKED: u16 = 405;
+/// How often a standby consumer checks whether it became the only one.
+const STANDBY_POLL: Duration = Duration::from_secs(2);
+
+/// Where a connection task sends what it learns.
+#[derive(Clone, Debug)]
+pub(super) struct Sinks {
+    pub inputs: UnboundedSender<Input>,
+    pub conn_events: UnboundedSender<(ConnId, ConnectionEvent)>,
+    pub channel_events: UnboundedSender<(ChannelId, ChannelEvent)>,
+}
+
+pub(super) enum ConnCmd {
+    Amqp(Amqp),
+    Close(String),
+}
+
+/// The driver's handle on a connection task.
+pub(super) struct ConnHandle {
+    pub id: ConnId,
+    pub cmds: UnboundedSender<ConnCmd>,
+    pub task: JoinHandle<()>,
+}
+
+impl ConnHandle {
+    /// Starts connecting as attempt `id`.
+    pub fn spawn(id: ConnId, opts: ConnectOptions, sinks: Sinks) -> Self {
+        let (cmds, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(id, opts, rx, sinks));
+        Self { id, cmds, task }
+    }
+}
+
+/// Deliveries of one consuming channel, as core inputs.
+struct Deliveries {
+    channel: ChannelId,
+    inputs: UnboundedSender<Input>,
+}
+
+#[async_trait]
+impl AsyncConsumer for Deliveries {
+    async fn consume(&mut self, _channel: &Channel, deliver: Deliver, props: BasicProperties, content: Vec<u8>) {
+        let _ = self.inputs.send(Input::Delivery {
+            channel: self.channel,
+            tag: deliver.delivery_tag(),
+            redelivered: deliver.redelivered(),
+            message: amqp::raw_message(&props, content),
+        });
+    }
+}
+
+struct Session {
+    id: ConnId,
+    conn: Connection,
+    sinks: Sinks,
+    channels: BTreeMap<ChannelId, (Channel, CloseReason)>,
+    /// A consumer registered while another one is active: its channel and
+    /// queue, polled until it is the only consumer left.
+    standby: Option<(ChannelId, String)>,
+}
+
+async fn run(id: ConnId, opts: ConnectOptions, mut cmds: UnboundedReceiver<ConnCmd>, sinks: Sinks) {
+    let conn = match amqp::connect(&opts).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            let _ = sinks.inputs.send(Input::ConnectFailed { conn: id, reason: e.to_string() });
+            return;
+        }
+    };
+    if let Err(e) = amqp::watch_connection(&conn, id, sinks.conn_events.clone()).await {
+        let _ = sinks.inputs.send(Input::ConnectFailed { conn: id, reason: e.to_string() });
+        let _ = conn.close().await;
+        return;
+    }
+    tracing::debug!(conn = id.0, url = %opts.url, "connected");
+    let _ = sinks.inputs.send(Input::Connected { conn: id });
+    let mut s = Session { id, conn, sinks, channels: BTreeMap::new(), standby: None };
+    let reason = loop {
+        tokio::select! {
+            cmd = cmds.recv() => match cmd {
+                Some(ConnCmd::Amqp(op)) => s.execute(op).await,
+                Some(ConnCmd::Close(reason)) => break reason,
+                None => break "endpoint stopped".to_string(),
+            },
+            _ = tokio::time::sleep(STANDBY_POLL), if s.standby.is_some() => s.poll_standby().await,
+        }
+    };
+    tracing::debug!(conn = s.id.0, %reason, "closing connection");
+    // Run the close handshake to completion; its error only means the
+    // connection was already gone.
+    let _ = s.conn.close().await;
+}
+
+impl Session {
+    fn send(&self, input: Input) {
+        let _ = self.sinks.inputs.send(input);
+    }
+
+    /// The input for a failed RPC on `channel`: the broker's close, or a
+    /// close with code 0 when the connection failed under it.
+    fn closed(&self, channel: ChannelId, op: &str, err: amqprs::error::Error) -> Input {
+        let close = self.channels.get(&channel).and_then(|(_, c)| c.get());
+        let (code, text) = close.unwrap_or_else(|| (0, format!("{op} failed: {err}")));
+        Input::ChannelClosed { channel, code, text }
+    }
+
+    fn channel(&self, id: ChannelId) -> Option<&Channel> {
+        self.channels.get(&id).map(|(c, _)| c)
+    }
+
+    async fn execute(&mut self, op: Amqp) {
+        match op {
+            Amqp::OpenChannel { channel } => {
+                match amqp::open_channel(&self.conn, channel, self.sinks.channel_events.clone()).await {
+                    Ok((ch, close)) => {
+                        self.channels.insert(channel, (ch, close));
+                        self.send(Input::ChannelOpened { channel });
+                    }
+                    Err(e) => self.send(Input::ChannelClosed { channel, code: 0, text: e.to_string() }),
+                }
+            }
+            Amqp::Qos { channel, prefetch } => {
+                let Some(ch) = self.channel(channel) else { return };
+                match ch.basic_qos(BasicQosArguments::new(0, prefetch, false)).await {
+                    Ok(()) => self.send(Input::QosOk { channel }),
+                    Err(e) => self.send(self.closed(channel, "basic.qos", e)),
+                }
+            }
+            Amqp::Consume { channel, queue, exclusive } => self.consume(channel, queue, exclusive).await,
+            Amqp::ConfirmSelect { channel } => {
+                let Some(ch) = self.channel(channel) else { return };
+                match ch.confirm_select(ConfirmSelectArguments::default()).await {
+                    Ok(()) => self.send(Input::ConfirmSelectOk { channel }),
+                    Err(e) => self.send(self.closed(channel, "confirm.select", e)),
+                }
+            }
+            Amqp::Ack { tag, multiple } => {
+                let Some(ch) = self.channel(tag.channel) else {
+                    return tracing::warn!(channel = tag.channel.0, "ack for a channel this connection does not have");
+                };
+                if let Err(e) = ch.basic_ack(BasicAckArguments::new(tag.tag, multiple)).await {
+                    tracing::debug!(channel = tag.channel.0, tag = tag.tag, "basic.ack failed: {e}");
+                }
+            }
+            Amqp::Reject { tag } => {
+                let Some(ch) = self.channel(tag.channel) else { return };
+                if let Err(e) = ch.basic_reject(BasicRejectArguments::new(tag.tag, false)).await {
+                    tracing::debug!(channel = tag.channel.0, tag = tag.tag, "basic.reject failed: {e}");
+                }
+            }
+            Amqp::Publish { tag, exchange, routing_key, message } => {
+                let Some(ch) = self.channel(tag.channel) else { return };
+                let props = match amqp::publish_properties(&message) {
+                    Ok(p) => p,
+                    // Core builds results from valid task ids: unreachable in
+                    // practice, and the missing confirm keeps it in the outbox.
+                    Err(e) => return tracing::error!(seq = tag.seq, "result cannot be published: {e}"),
+                };
+                let args = amqp::publish_args(exchange, &routing_key);
+                if let Err(e) = ch.basic_publish(props, message.body.to_vec(), args).await {
+                    tracing::debug!(channel = tag.channel.0, seq = tag.seq, "basic.publish failed: {e}");
+                }
+            }
+            // Connect and Disconnect are the driver's: one task per connection.
+            Amqp::Connect { .. } | Amqp::Disconnect { .. } => {}
+        }
+    }
+
+    async fn consume(&mut self, channel: ChannelId, queue: String, exclusive: bool) {
+        let Some(ch) = self.channel(channel).cloned() else { return };
+        let consumer = Deliveries { channel, inputs: self.sinks.inputs.clone() };
+        let args = BasicConsumeArguments::new(&queue, &format!("tasklane-{}-{}", self.id.0, channel.0))
+            .manual_ack(true)
+            .exclusive(exclusive)
+            .finish();
+        if let Err(e) = ch.basic_consume(consumer, args).await {
+            let input = match self.closed(channel, "basic.consume", e) {
+                Input::ChannelClosed { channel, code, text } if matches!(code, ACCESS_REFUSED | RESOURCE_LOCKED) => {
+                    Input::ConsumeRefused { channel, code, text }
+                }
+                other => other,
+            };
+            return self.send(input);
+        }
+        if exclusive {
+            return self.send(Input::ConsumeOk { channel, active: true });
+        }
+        // Single active consumer: the broker says nothing about who is
+        // active, but the first consumer is, so another one registered
+        // before us means we wait.
+        match consumer_count(&ch, &queue).await {
+            Ok(n) => {
+                let active = n <= 1;
+                if !active {
+                    self.standby = Some((channel, queue));
+                }
+                self.send(Input::ConsumeOk { channel, active });
+            }
+            Err(e) => self.send(self.closed(channel, "queue.declare (passive)", e)),
+        }
+    }
+
+    /// While standing by: once we are the only consumer, we are the active one.
+    async fn poll_standby(&mut self) {
+        let Some((channel, queue)) = self.standby.clone() else { return };
+        let Some(ch) = self.channel(channel).cloned() else {
+            self.standby = None;
+            return;
+        };
+        match consumer_count(&ch, &queue).await {
+            Ok(1) => {
+                self.standby = None;
+                self.send(Input::ConsumerActive { channel });
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.standby = None;
+                self.send(self.closed(channel, "queue.declare (passive)", e));
+            }
+        }
+    }
+}
+
+async fn consumer_count(ch: &Channel, queue: &str) -> Result<u32, amqprs::error::Error> {
+    let declared = ch.queue_declare(QueueDeclareArguments::new(queue).passive(true).finish()).await?;
+    Ok(declared.map_or(0, |(_, _, consumers)| consumers))
+}

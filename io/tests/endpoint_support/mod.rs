@@ -1,0 +1,203 @@
+//! Shared by the endpoint tests: a raw amqprs client that plays the service
+//! (declares a test's topology, publishes tasks, reads results and dead
+//! letters), against the broker on 127.0.0.1:5672. Every test uses its own
+//! endpoint id and deletes the queues it declared, even when it fails.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use amqprs::channel::{
+    BasicGetArguments, BasicPublishArguments, Channel, ConfirmSelectArguments, ExchangeDeclareArguments, ExchangeType,
+    QueueBindArguments, QueueDeclareArguments, QueueDeleteArguments,
+};
+use amqprs::connection::{Connection, OpenConnectionArguments};
+use amqprs::{BasicProperties, FieldTable, FieldValue};
+use tasklane_core::{HeaderValue, RawMessage, Status};
+use tasklane_io::amqp;
+use tasklane_io::endpoint::{Endpoint, EndpointConfig};
+use tokio::sync::watch;
+
+pub const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// Nobody listens here: the broker is "unreachable".
+pub const DEAD_URL: &str = "amqp://guest:guest@127.0.0.1:1/%2f";
+
+/// One test's piece of the broker: the endpoint's task queue and two
+/// queues of the test's own that see its results and its dead letters.
+pub struct Topology {
+    pub id: String,
+    pub tasks: String,
+    pub results: String,
+    pub dead: String,
+    conn: Connection,
+    pub channel: Channel,
+}
+
+async fn connect() -> Connection {
+    let args = OpenConnectionArguments::new("127.0.0.1", 5672, "guest", "guest");
+    Connection::open(&args).await.expect("RabbitMQ on 127.0.0.1:5672 (guest/guest)")
+}
+
+fn field(table: &mut FieldTable, key: &str, value: FieldValue) {
+    table.insert(key.try_into().unwrap(), value);
+}
+
+impl Topology {
+    /// Declares, for a fresh endpoint id: `E.tasks` (single active
+    /// consumer, dead-lettering to `tasklane.dead`), the `results` topic
+    /// exchange and `tasklane.dead` fanout exchange if missing, and the
+    /// test's result and dead-letter queues.
+    pub async fn declare() -> Self {
+        let id = format!("ept-{}", uuid::Uuid::new_v4());
+        let conn = connect().await;
+        let channel = conn.open_channel(None).await.unwrap();
+        let durable = |name: &str, kind| ExchangeDeclareArguments::of_type(name, kind).durable(true).finish();
+        channel.exchange_declare(durable("results", ExchangeType::Topic)).await.unwrap();
+        channel.exchange_declare(durable("tasklane.dead", ExchangeType::Fanout)).await.unwrap();
+        let tasks = format!("{id}.tasks");
+        let mut args = FieldTable::new();
+        field(&mut args, "x-single-active-consumer", FieldValue::t(true));
+        field(&mut args, "x-dead-letter-exchange", FieldValue::S("tasklane.dead".try_into().unwrap()));
+        channel
+            .queue_declare(QueueDeclareArguments::durable_client_named(&tasks).arguments(args).finish())
+            .await
+            .unwrap();
+        let results = format!("{id}.test-results");
+        channel.queue_declare(QueueDeclareArguments::durable_client_named(&results)).await.unwrap();
+        channel.queue_bind(QueueBindArguments::new(&results, "results", &format!("{id}.results"))).await.unwrap();
+        let dead = format!("{id}.test-dead");
+        channel.queue_declare(QueueDeclareArguments::durable_client_named(&dead)).await.unwrap();
+        channel.queue_bind(QueueBindArguments::new(&dead, "tasklane.dead", "")).await.unwrap();
+        Self { id, tasks, results, dead, conn, channel }
+    }
+
+    /// Runs `test`, then deletes the queues whether it passed or not.
+    pub async fn run<F, Fut>(test: F)
+    where
+        F: FnOnce(Topology) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let topo = Topology::declare().await;
+        let names = [topo.tasks.clone(), topo.results.clone(), topo.dead.clone()];
+        let outcome = tokio::spawn(test(topo)).await;
+        let conn = connect().await;
+        let channel = conn.open_channel(None).await.unwrap();
+        for q in names {
+            let _ = channel.queue_delete(QueueDeleteArguments::new(&q)).await;
+        }
+        let _ = conn.close().await;
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+
+    /// An endpoint configuration for this test's endpoint id.
+    pub fn config(&self, url: &str, spool: &std::path::Path) -> EndpointConfig {
+        EndpointConfig::new(url, &self.id, spool).unwrap().heartbeat(5)
+    }
+
+    /// Publishes `msgs` to `E.tasks` as a submitting client would:
+    /// persistent, under publisher confirms (waits for all of them).
+    pub async fn publish(&self, msgs: &[RawMessage]) {
+        let conn = connect().await;
+        let channel = conn.open_channel(None).await.unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        channel.register_callback(amqp::ChannelEvents::new((), tx)).await.unwrap();
+        channel.confirm_select(ConfirmSelectArguments::default()).await.unwrap();
+        for m in msgs {
+            let mut props = BasicProperties::default();
+            props.with_delivery_mode(2);
+            if let Some(id) = &m.message_id {
+                props.with_message_id(std::str::from_utf8(id).unwrap());
+            }
+            if !m.headers.is_empty() {
+                props.with_headers(amqp::table_from_headers(&m.headers).unwrap());
+            }
+            let args = BasicPublishArguments::new("", &self.tasks);
+            channel.basic_publish(props.finish(), m.body.to_vec(), args).await.unwrap();
+        }
+        let mut confirmed = 0;
+        while confirmed < msgs.len() as u64 {
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap().1 {
+                amqp::ChannelEvent::PublishAck { tag, multiple: true } => confirmed = tag,
+                amqp::ChannelEvent::PublishAck { .. } => confirmed += 1,
+                other => panic!("task publish: {other:?}"),
+            }
+        }
+        conn.close().await.unwrap();
+    }
+
+    /// Takes up to `n` messages from `queue`, waiting at most `wait` for
+    /// them to arrive.
+    pub async fn take(&self, queue: &str, n: usize, wait: Duration) -> Vec<(BasicProperties, RawMessage)> {
+        let deadline = Instant::now() + wait;
+        let mut got = Vec::new();
+        while got.len() < n && Instant::now() < deadline {
+            let args = BasicGetArguments::new(queue).no_ack(true).finish();
+            match self.channel.basic_get(args).await.unwrap() {
+                Some((_, props, body)) => {
+                    let raw = amqp::raw_message(&props, body);
+                    got.push((props, raw));
+                }
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        got
+    }
+
+    /// Messages ready in `queue`.
+    pub async fn ready(&self, queue: &str) -> u32 {
+        let args = QueueDeclareArguments::new(queue).passive(true).finish();
+        self.channel.queue_declare(args).await.unwrap().map_or(0, |(_, ready, _)| ready)
+    }
+}
+
+/// A task message as any AMQP client would submit it.
+pub fn task_message(id: &str, body: &str) -> RawMessage {
+    RawMessage { message_id: Some(id.as_bytes().to_vec()), headers: vec![], body: body.to_string().into() }
+}
+
+/// The string header `name` of `msg`.
+pub fn header<'a>(msg: &'a RawMessage, name: &str) -> Option<&'a str> {
+    msg.headers.iter().find(|(k, _)| k == name).and_then(|(_, v)| match v {
+        HeaderValue::Str(s) => std::str::from_utf8(s).ok(),
+        _ => None,
+    })
+}
+
+/// Takes `n` tasks from `endpoint`, failing after `wait`.
+pub async fn take_tasks(endpoint: &Endpoint, n: usize, wait: Duration) -> Vec<tasklane_core::Task> {
+    let mut tasks = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    while tasks.len() < n {
+        match tokio::time::timeout_at(deadline, endpoint.next_task()).await {
+            Ok(Some(t)) => tasks.push(t),
+            Ok(None) => panic!("endpoint closed after {} of {n} tasks", tasks.len()),
+            Err(_) => panic!("only {} of {n} tasks within {wait:?}; counters {:?}", tasks.len(), endpoint.counters()),
+        }
+    }
+    tasks
+}
+
+/// Waits until `pred` holds for the endpoint's counters.
+pub async fn wait_counters(endpoint: &Endpoint, wait: Duration, pred: impl Fn(&tasklane_core::Counters) -> bool) {
+    let deadline = Instant::now() + wait;
+    while !pred(&endpoint.counters()) {
+        assert!(Instant::now() < deadline, "counters never got there: {:?}", endpoint.counters());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the status satisfies `pred`.
+pub async fn wait_status(
+    mut status: watch::Receiver<Status>,
+    wait: Duration,
+    pred: impl Fn(&Status) -> bool,
+) -> Status {
+    let got = tokio::time::timeout(wait, status.wait_for(|s| pred(s))).await.map(|r| r.map(|s| s.clone()));
+    match got {
+        Ok(Ok(s)) => s,
+        _ => panic!("status never got there; now {:?}", *status.borrow()),
+    }
+}
