@@ -1,0 +1,237 @@
+//! The end-to-end benchmark: tasklane against raw amqprs, side by side in
+//! one run, on the local RabbitMQ (127.0.0.1:5672, guest/guest).
+//!
+//! ```text
+//! cargo run --release -p tasklane-benches --bin e2e                 # the table
+//! cargo run --release -p tasklane-benches --bin e2e -- --tasks 50000 --rounds 5
+//! cargo run --release -p tasklane-benches --bin e2e -- rss          # peak RSS, 1,000,000 spooled tasks
+//! ```
+//!
+//! Every scenario runs in its own freshly provisioned endpoint queue inside
+//! a throwaway vhost, prefilled with N persistent 256-byte tasks; raw and
+//! tasklane sides alternate within each round, and the table shows the
+//! median of the rounds. Absolute figures on a shared machine are noise;
+//! the ratios are the result. The figures also go to `target/bench-e2e.json`.
+
+mod broker;
+mod latency;
+mod raw;
+mod report;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use broker::{Broker, BODY_LEN};
+use latency::{Percentiles, Schedule};
+use raw::AckMode;
+use report::{Comparison, LatencyRow, Rate, Report, Settings};
+
+/// What went wrong in a bench run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("broker harness: {0}")]
+    Harness(#[from] tasklane_tests::HarnessError),
+    #[error("amqprs: {0}")]
+    Amqprs(#[from] amqprs::error::Error),
+    #[error(transparent)]
+    Amqp(#[from] tasklane_io::amqp::Error),
+    #[error(transparent)]
+    Service(#[from] tasklane_io::service::ServiceError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    /// A run did not do what it should (lost tasks, a broker that refused).
+    #[error("{0}")]
+    Check(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    Intake,
+    Publish,
+    Pipe,
+    Latency,
+}
+
+#[derive(Parser, Debug)]
+#[command(about = "tasklane vs raw amqprs against the local RabbitMQ, side by side")]
+struct Args {
+    /// Prefilled tasks per throughput run.
+    #[arg(long, default_value_t = 20_000)]
+    tasks: usize,
+    /// Rounds of every scenario; the table shows the median.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Prefetch window of every consumer (tasklane's default).
+    #[arg(long, default_value_t = 1000)]
+    prefetch: u16,
+    /// Most unconfirmed publishes (tasklane's default `max_unconfirmed`).
+    #[arg(long, default_value_t = 1000)]
+    window: usize,
+    /// Tasks per latency run at idle (100 tasks/s).
+    #[arg(long, default_value_t = 300)]
+    idle_tasks: usize,
+    /// Tasks per latency run at 1,000 tasks/s.
+    #[arg(long, default_value_t = 5000)]
+    loaded_tasks: usize,
+    /// Only these scenarios (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Scenario>,
+    /// Where the JSON goes.
+    #[arg(long, default_value = "target/bench-e2e.json")]
+    json: PathBuf,
+}
+
+impl Args {
+    fn runs(&self, s: Scenario) -> bool {
+        self.only.is_empty() || self.only.contains(&s)
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(args).await {
+        eprintln!("e2e: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<(), BenchError> {
+    let mut broker = tokio::task::block_in_place(Broker::create)?;
+    let rabbitmq = {
+        let conn = broker.connect().await?;
+        let v = conn.server_properties().version().to_string();
+        conn.close().await?;
+        v
+    };
+    let n = args.tasks;
+    let mut raw_each = Rate::default();
+    let mut raw_every100 = Rate::default();
+    let mut raw_burst = Rate::default();
+    let mut raw_publish = Rate::default();
+    let mut raw_pipe = Rate::default();
+    let tasklane_intake = Rate::default();
+    let tasklane_results = Rate::default();
+    let tasklane_pipe = Rate::default();
+
+    for round in 1..=args.rounds {
+        eprintln!("round {round}/{}", args.rounds);
+        if args.runs(Scenario::Intake) {
+            for (mode, rate) in [
+                (AckMode::PerMessage, &mut raw_each),
+                (AckMode::Every(100), &mut raw_every100),
+                (AckMode::Burst, &mut raw_burst),
+            ] {
+                let ep = broker.endpoint("raw-consume").await?;
+                broker.prefill(&ep, n).await?;
+                let t = raw::consume(&broker, &ep, n, args.prefetch, mode).await?;
+                rate.push(n, secs(t));
+                eprintln!("  raw consume {mode:?}: {:.0}/s", n as f64 / secs(t));
+            }
+        }
+        if args.runs(Scenario::Publish) {
+            let ep = broker.endpoint("raw-publish").await?;
+            let t = raw::publish(&broker, &ep, n, args.window).await?;
+            raw_publish.push(n, secs(t));
+            eprintln!("  raw confirmed publish: {:.0}/s", n as f64 / secs(t));
+            broker.purge_results().await?;
+        }
+        if args.runs(Scenario::Pipe) {
+            let ep = broker.endpoint("raw-pipe").await?;
+            broker.prefill(&ep, n).await?;
+            let t = raw::pipe(&broker, &ep, n, args.prefetch, args.window).await?;
+            raw_pipe.push(n, secs(t));
+            eprintln!("  raw pipe: {:.0}/s", n as f64 / secs(t));
+            broker.purge_results().await?;
+        }
+    }
+
+    let mut latency_rows = Vec::new();
+    if args.runs(Scenario::Latency) {
+        let loads = [
+            ("idle (100 tasks/s)", Schedule { rate: 100, count: args.idle_tasks }, None),
+            ("1,000 tasks/s", Schedule { rate: 1000, count: args.loaded_tasks }, Some(3.0)),
+        ];
+        for (load, schedule, _target) in loads {
+            let ep = broker.endpoint("raw-latency").await?;
+            let samples = raw::latency(&broker, &ep, args.prefetch, schedule).await?;
+            let p = Percentiles::of(&samples, schedule.count / 20);
+            eprintln!("  raw latency {load}: {p:?}");
+            latency_rows.push(LatencyRow {
+                side: "raw amqprs (delivery)",
+                load: load.into(),
+                percentiles: p,
+                p99_target_ms: None,
+                met: None,
+            });
+        }
+    }
+
+    let best_multiple = if raw_burst.median() >= raw_every100.median() { &raw_burst } else { &raw_every100 };
+    let best_name =
+        if std::ptr::eq(best_multiple, &raw_burst) { "multiple ack per burst" } else { "multiple ack every 100" };
+    let mut comparisons = Vec::new();
+    if args.runs(Scenario::Intake) {
+        comparisons.push(Comparison::new(
+            "intake, fsync'd LMDB spool",
+            best_name,
+            best_multiple,
+            &tasklane_intake,
+            0.85,
+        ));
+    }
+    if args.runs(Scenario::Publish) {
+        comparisons.push(Comparison::new(
+            "result path, complete to confirm",
+            "confirmed publish",
+            &raw_publish,
+            &tasklane_results,
+            0.85,
+        ));
+    }
+    if args.runs(Scenario::Pipe) {
+        comparisons.push(Comparison::new(
+            "full pipe, consume to confirm",
+            "consume, publish, ack, no spool",
+            &raw_pipe,
+            &tasklane_pipe,
+            0.85,
+        ));
+    }
+    let report = Report {
+        settings: Settings {
+            tasks: n,
+            rounds: args.rounds,
+            prefetch: args.prefetch,
+            window: args.window,
+            body_bytes: BODY_LEN,
+            rabbitmq,
+        },
+        raw_consume: if args.runs(Scenario::Intake) {
+            vec![
+                ("ack per message", raw_each.median(), raw_each.runs.clone()),
+                ("multiple ack every 100", raw_every100.median(), raw_every100.runs.clone()),
+                ("multiple ack per burst", raw_burst.median(), raw_burst.runs.clone()),
+            ]
+        } else {
+            Vec::new()
+        },
+        comparisons,
+        latency: latency_rows,
+    };
+    println!("{}", report.table());
+    if let Some(dir) = args.json.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)?;
+    eprintln!("figures written to {}", args.json.display());
+    Ok(())
+}
