@@ -201,3 +201,22 @@ pub async fn wait_status(
         _ => panic!("status never got there; now {:?}", *status.borrow()),
     }
 }
+
+/// Closes, from the broker's side (`rabbitmqctl close_connection`), every
+/// connection whose client-provided name contains `name`. Returns how many.
+pub fn broker_closes_connections(name: &str) -> usize {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["list_connections", "pid", "client_properties", "-q", "--no-table-headers"])
+        .output()
+        .expect("rabbitmqctl runs");
+    let listing = String::from_utf8_lossy(&out.stdout).to_string();
+    let pids: Vec<&str> = listing.lines().filter(|l| l.contains(name)).filter_map(|l| l.split('\t').next()).collect();
+    for pid in &pids {
+        let status = std::process::Command::new("rabbitmqctl")
+            .args(["close_connection", pid, "tasklane test cuts the connection"])
+            .output()
+            .expect("rabbitmqctl runs");
+        assert!(status.status.success(), "close_connection {pid}: {}", String::from_utf8_lossy(&status.stderr));
+    }
+    pids.len()
+}
