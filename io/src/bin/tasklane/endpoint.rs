@@ -1,39 +1,142 @@
-//! `tasklane endpoint`: runs an `Endpoint` with a [`Handler`] until
-//! SIGINT/SIGTERM; also the in-process endpoint of `tasklane demo`.
+//! `tasklane endpoint`: runs the library's [`Endpoint`] with a [`Handler`]
+//! until SIGINT/SIGTERM; also the in-process endpoint of `tasklane demo`.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
-use tasklane_core::EndpointId;
+use tasklane_core::{EndpointId, Status, Task};
+use tasklane_io::endpoint::{Endpoint, EndpointConfig, EndpointError};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
 
-use crate::cmd::EndpointArgs;
+use crate::cmd::{connect_options, EndpointArgs};
 use crate::failure::Failure;
 use crate::handler::Handler;
 use crate::Global;
 
-/// An endpoint running in this process.
-pub struct RunningEndpoint {}
+/// How long a clean stop waits for commands already running.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// An endpoint running in this process, with its worker loop.
+pub struct RunningEndpoint {
+    endpoint: Arc<Endpoint>,
+    stop: watch::Sender<bool>,
+    worker: JoinHandle<()>,
+    status_log: JoinHandle<()>,
+}
 
 impl RunningEndpoint {
-    /// Stops the endpoint cleanly: what is spooled stays spooled.
+    /// Stops cleanly: takes no further task, lets running commands finish
+    /// (for a while) and record their results, then shuts the endpoint
+    /// down. What is spooled stays spooled for the next run.
     pub async fn stop(self) -> Result<(), Failure> {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(DRAIN_GRACE, self.worker).await.is_err() {
+            tracing::warn!("commands still running after {DRAIN_GRACE:?}; their tasks run again on the next start");
+        }
+        self.endpoint.shutdown().await;
+        self.status_log.abort();
+        let c = self.endpoint.counters();
+        tracing::info!(
+            received = c.received,
+            completed = c.completed,
+            confirmed = c.confirmed,
+            rejected = c.rejected,
+            "endpoint stopped"
+        );
         Ok(())
     }
 }
 
-/// Starts an endpoint for `endpoint` on the spool in `spool`.
+fn status_line(s: &Status) -> String {
+    match s {
+        Status::Disconnected { reason, .. } => format!("disconnected: {reason}"),
+        Status::Blocked { reason } => format!("blocked by the broker: {reason}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+/// Starts an endpoint for `endpoint` spooling in `spool`, answering tasks
+/// with `handler`. Returns without waiting for the broker.
 pub async fn start(
-    _g: &Global,
-    _endpoint: &EndpointId,
-    _spool: &Path,
-    _handler: Handler,
+    g: &Global,
+    endpoint: &EndpointId,
+    spool: &Path,
+    handler: Handler,
+    heartbeat: u16,
 ) -> Result<RunningEndpoint, Failure> {
-    Err(Failure::Runtime("the endpoint is not available in this build yet".into()))
+    connect_options(g, "")?; // a bad URL is a usage error, as everywhere
+    let config = EndpointConfig::new(&g.amqp, endpoint.as_str(), spool)
+        .map_err(|e| Failure::Usage(e.to_string()))?
+        .heartbeat(heartbeat);
+    let ep = Endpoint::open(config).await.map_err(|e| match e {
+        EndpointError::Url(_) | EndpointError::EndpointId(..) => Failure::Usage(e.to_string()),
+        e => Failure::runtime(format!("cannot start endpoint {endpoint}"), e),
+    })?;
+    for damaged in ep.damaged_records() {
+        tracing::error!("{damaged}");
+    }
+    let id = endpoint.clone();
+    let endpoint = Arc::new(ep);
+    let mut status = endpoint.status();
+    let status_log = tokio::spawn(async move {
+        loop {
+            let line = status_line(&status.borrow_and_update());
+            tracing::info!(endpoint = %id, "status: {line}");
+            if status.changed().await.is_err() {
+                break;
+            }
+        }
+    });
+    let (stop, stopped) = watch::channel(false);
+    let worker = tokio::spawn(work(endpoint.clone(), handler, stopped));
+    Ok(RunningEndpoint { endpoint, stop, worker, status_log })
+}
+
+/// Takes tasks until told to stop, runs each through `handler` (commands
+/// side by side, up to the number of cores) and records the results.
+async fn work(endpoint: Arc<Endpoint>, handler: Handler, mut stop: watch::Receiver<bool>) {
+    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+    let slots = Arc::new(Semaphore::new(parallel));
+    let mut running = JoinSet::new();
+    loop {
+        let task: Task = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break,
+            task = endpoint.next_task() => match task {
+                Some(t) => t,
+                None => break, // shut down
+            },
+        };
+        match &handler {
+            Handler::Echo => complete(&endpoint, task, &handler).await,
+            Handler::Exec(_) => {
+                let Ok(slot) = slots.clone().acquire_owned().await else { break };
+                let (endpoint, handler) = (endpoint.clone(), handler.clone());
+                running.spawn(async move {
+                    complete(&endpoint, task, &handler).await;
+                    drop(slot);
+                });
+                while running.try_join_next().is_some() {}
+            }
+        }
+    }
+    while running.join_next().await.is_some() {}
+}
+
+async fn complete(endpoint: &Endpoint, task: Task, handler: &Handler) {
+    let (status, body) = handler.run(task.body).await;
+    if let Err(e) = endpoint.complete(&task.id, status, body).await {
+        // Only after shutdown: the task runs again on the next start.
+        tracing::warn!(task = %task.id, "result not recorded: {e}");
+    }
 }
 
 /// `tasklane endpoint E --spool DIR [--exec CMD]`.
 pub async fn run(g: &Global, args: EndpointArgs) -> Result<(), Failure> {
     let handler = args.exec.map_or(Handler::Echo, Handler::Exec);
-    let running = start(g, &args.endpoint, &args.spool, handler).await?;
+    let running = start(g, &args.endpoint, &args.spool, handler, args.heartbeat).await?;
     crate::cmd::wait_for_signal().await;
     running.stop().await
 }

@@ -5,8 +5,6 @@ mod cmd;
 mod demo;
 mod endpoint;
 mod failure;
-// Used by `endpoint` and `demo` once the library's `Endpoint` type lands.
-#[allow(dead_code)]
 mod handler;
 
 use std::path::PathBuf;
@@ -102,8 +100,12 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return failure::clap_error(e),
     };
+    // A running endpoint reports its status changes; the other commands
+    // speak only of trouble. A non-empty RUST_LOG overrides.
+    let default_level = if matches!(cli.command, Command::Endpoint(_)) { "info" } else { "warn" };
+    let filter = std::env::var("RUST_LOG").ok().filter(|f| !f.trim().is_empty());
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter.as_deref().unwrap_or(default_level)))
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Runtime::new() {

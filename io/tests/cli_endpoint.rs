@@ -1,0 +1,101 @@
+//! `tasklane endpoint` end to end in a vhost of its own: `--exec` maps
+//! stdout and exit status to results, SIGTERM stops it cleanly, and the
+//! spool is drained afterwards.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tasklane_tests::Vhost;
+
+fn tasklane(url: &str, store: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tasklane"));
+    c.args(["--amqp", url, "--store", store.to_str().unwrap()]).env_remove("TASKLANE_AMQP_URL").env_remove("RUST_LOG");
+    c
+}
+
+fn run_ok(mut c: Command) -> String {
+    let out: Output = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// SIGTERM, then the exit code within `timeout` (None: had to be killed).
+fn terminate(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn exec_endpoint_answers_tasks_and_stops_cleanly_on_sigterm() {
+    let vhost = Vhost::create().unwrap();
+    let url = vhost.url();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("service");
+    let spool = dir.path().join("spool");
+    run_ok({
+        let mut c = tasklane(&url, &store);
+        c.args(["provision", "ep-x"]);
+        c
+    });
+
+    // Upper-case the payload; a payload containing "fail" exits 1.
+    let script = "p=$(cat); echo \"$p\" | tr a-z A-Z; case \"$p\" in *fail*) exit 1;; esac";
+    let mut endpoint = tasklane(&url, &store)
+        .args(["endpoint", "ep-x", "--spool", spool.to_str().unwrap(), "--exec", script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let file = dir.path().join("tasks.txt");
+    std::fs::write(&file, "alpha\nbeta\nplease fail\ngamma\n").unwrap();
+    let out = run_ok({
+        let mut c = tasklane(&url, &store);
+        c.args(["submit", "ep-x", "--file", file.to_str().unwrap()]);
+        c
+    });
+    assert_eq!(out, "submitted 4 tasks to ep-x\n");
+
+    let out = run_ok({
+        let mut c = tasklane(&url, &store);
+        c.args(["results", "--count", "4", "--timeout", "60", "--json"]);
+        c
+    });
+    let got: BTreeMap<String, String> = out
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["payload"].as_str().unwrap().to_owned(), v["status"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    let want: BTreeMap<String, String> =
+        [("ALPHA\n", "ok"), ("BETA\n", "ok"), ("GAMMA\n", "ok"), ("PLEASE FAIL\n", "failed")]
+            .into_iter()
+            .map(|(p, s)| (p.to_owned(), s.to_owned()))
+            .collect();
+    assert_eq!(got, want);
+
+    assert_eq!(terminate(&mut endpoint, Duration::from_secs(20)), Some(0), "clean exit on SIGTERM");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(endpoint.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("status: consuming"), "status changes are reported: {stderr}");
+
+    let inspect = run_ok({
+        let mut c = tasklane(&url, &store);
+        c.args(["spool", "inspect", spool.to_str().unwrap()]);
+        c
+    });
+    assert!(inspect.contains("inbox: 0 tasks") && inspect.contains("outbox: 0 results"), "{inspect}");
+    assert!(inspect.contains("completed (dedup window): 4 task ids"), "{inspect}");
+}
