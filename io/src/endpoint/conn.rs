@@ -55,7 +55,7 @@ impl ConnHandle {
     /// Starts connecting as attempt `id`.
     pub fn spawn(id: ConnId, opts: ConnectOptions, sinks: Sinks) -> Self {
         let (cmds, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(id, opts, rx, sinks));
+        let task = tokio::spawn(tracing::Instrument::in_current_span(run(id, opts, rx, sinks)));
         Self { id, cmds, task }
     }
 }
@@ -140,6 +140,8 @@ impl Session {
     async fn execute(&mut self, op: Amqp) {
         match op {
             Amqp::OpenChannel { channel } => {
+                // Forget channels the broker closed (a reopened publisher).
+                self.channels.retain(|_, (ch, _)| ch.is_open());
                 match amqp::open_channel(&self.conn, channel, self.sinks.channel_events.clone()).await {
                     Ok((ch, close)) => {
                         self.channels.insert(channel, (ch, close));
@@ -165,7 +167,7 @@ impl Session {
             }
             Amqp::Ack { tag, multiple } => {
                 let Some(ch) = self.channel(tag.channel) else {
-                    return tracing::warn!(channel = tag.channel.0, "ack for a channel this connection does not have");
+                    return tracing::debug!(channel = tag.channel.0, "ack for a channel that is gone");
                 };
                 if let Err(e) = ch.basic_ack(BasicAckArguments::new(tag.tag, multiple)).await {
                     tracing::debug!(channel = tag.channel.0, tag = tag.tag, "basic.ack failed: {e}");
