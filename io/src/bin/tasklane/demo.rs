@@ -145,6 +145,13 @@ pub async fn run(g: &Global, args: DemoArgs) -> Result<(), Failure> {
         percentile(&latencies, 50.0).as_secs_f64() * 1e3,
         percentile(&latencies, 99.0).as_secs_f64() * 1e3,
     );
+    if counters.dead_lettered > 0 {
+        eprintln!(
+            "tasklane: note: {} results of tasks this demo did not submit were moved to tasklane.dead \
+             (the vhost's results queue is shared with every endpoint of the vhost)",
+            counters.dead_lettered
+        );
+    }
     drop(scratch);
     if lost > 0 || got < args.tasks {
         return Err(Failure::Runtime(format!("{lost} of {sent} results lost")));

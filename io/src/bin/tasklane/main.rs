@@ -102,7 +102,12 @@ fn main() -> ExitCode {
     };
     // A running endpoint reports its status changes; the other commands
     // speak only of trouble. A non-empty RUST_LOG overrides.
-    let default_level = if matches!(cli.command, Command::Endpoint(_)) { "info" } else { "warn" };
+    // The demo counts dead-lettered results instead of logging each one.
+    let default_level = match cli.command {
+        Command::Endpoint(_) => "info",
+        Command::Demo(_) => "warn,tasklane_io::service::results=error",
+        _ => "warn",
+    };
     let filter = std::env::var("RUST_LOG").ok().filter(|f| !f.trim().is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter.as_deref().unwrap_or(default_level)))
