@@ -104,7 +104,7 @@ fn main() -> ExitCode {
     // speak only of trouble. A non-empty RUST_LOG overrides.
     // The demo counts dead-lettered results instead of logging each one.
     let default_level = match cli.command {
-        Command::Endpoint(_) => "info",
+        Command::Endpoint(_) => "warn,tasklane=info",
         Command::Demo(_) => "warn,tasklane_io::service::results=error",
         _ => "warn",
     };
