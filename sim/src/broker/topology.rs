@@ -26,7 +26,7 @@ pub struct ExchangeSpec {
 /// Classic and quorum queues differ in one way that matters here: a quorum
 /// queue does not enforce the `exclusive` consume flag (RabbitMQ 3.10, as
 /// found on this project's broker).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum QueueKind {
     Classic,
     Quorum,

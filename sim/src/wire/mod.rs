@@ -7,6 +7,7 @@ pub mod client;
 pub mod codec;
 pub mod link;
 pub mod method;
+pub mod session;
 
 pub use client::{Client, ClientError};
 pub use link::{Link, LinkError};

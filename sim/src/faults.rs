@@ -1,0 +1,172 @@
+//! Draws faults from the seed during the fault phase and undoes them: every
+//! fault schedules its own repair, and [`FaultDriver::heal`] runs all
+//! pending repairs at once when the heal phase begins.
+//!
+//! Connection loss is modelled as turmoil advises: a partition (segments
+//! dropped; turmoil has no retransmission, so the stream stalls and the
+//! heartbeats end it), a hold (segments delayed, then delivered), and host
+//! crashes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use turmoil::Sim;
+
+use crate::rng::Rng;
+use crate::swarm::Swarm;
+
+/// How often the driver draws (simulated time).
+const DRAW_EVERY: Duration = Duration::from_millis(50);
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Undo {
+    Repair(String),
+    Release(String),
+    Bounce(String),
+}
+
+/// How many faults of each class were injected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    pub partitions: u32,
+    pub holds: u32,
+    pub crashes: u32,
+    pub broker_restarts: u32,
+    pub duplicates: u32,
+}
+
+impl FaultCounts {
+    pub fn total(&self) -> u32 {
+        self.partitions + self.holds + self.crashes + self.broker_restarts + self.duplicates
+    }
+}
+
+pub struct FaultDriver {
+    rng: Rng,
+    swarm: Swarm,
+    next_draw: Duration,
+    undo: BTreeMap<(Duration, u64), Undo>,
+    undo_seq: u64,
+    /// Hosts whose link to the broker is partitioned or held.
+    busy_links: BTreeSet<String>,
+    /// Hosts crashed and not yet restarted.
+    down: BTreeSet<String>,
+    pub counts: FaultCounts,
+    /// What was done, in order, for the trace.
+    pub log: Vec<String>,
+}
+
+impl FaultDriver {
+    pub fn new(seed: u64, swarm: &Swarm) -> Self {
+        FaultDriver {
+            rng: Rng::new(seed).fork(0xFA17),
+            swarm: swarm.clone(),
+            next_draw: DRAW_EVERY,
+            undo: BTreeMap::new(),
+            undo_seq: 0,
+            busy_links: BTreeSet::new(),
+            down: BTreeSet::new(),
+            counts: FaultCounts::default(),
+            log: Vec::new(),
+        }
+    }
+
+    /// Runs due repairs and, every [`DRAW_EVERY`], draws new faults.
+    /// `endpoints` are the endpoint hosts registered so far; `clients` are
+    /// every host with a link to the broker.
+    pub fn tick(&mut self, sim: &mut Sim, now: Duration, endpoints: &[String], clients: &[String]) {
+        self.run_undo(sim, Some(now));
+        if now < self.next_draw {
+            return;
+        }
+        self.next_draw = now + DRAW_EVERY;
+        let dt = DRAW_EVERY.as_secs_f64();
+        let b = crate::BROKER_HOST;
+        if self.rng.chance(self.swarm.partition_rate * dt) {
+            if let Some(h) = self.pick_free_link(clients) {
+                sim.partition(h.as_str(), b);
+                self.counts.partitions += 1;
+                let d = self.rng.range(200, 3000);
+                self.later(now, d, Undo::Repair(h.clone()), format!("partition {h} for {d}ms"));
+                self.busy_links.insert(h);
+            }
+        }
+        if self.rng.chance(self.swarm.hold_rate * dt) {
+            if let Some(h) = self.pick_free_link(clients) {
+                sim.hold(h.as_str(), b);
+                self.counts.holds += 1;
+                let d = self.rng.range(100, 2000);
+                self.later(now, d, Undo::Release(h.clone()), format!("hold {h} for {d}ms"));
+                self.busy_links.insert(h);
+            }
+        }
+        if self.rng.chance(self.swarm.crash_rate * dt) {
+            let up: Vec<&String> = endpoints.iter().filter(|h| !self.down.contains(*h)).collect();
+            if !up.is_empty() {
+                let h = up[self.rng.range(0, up.len() as u64 - 1) as usize].clone();
+                sim.crash(h.as_str());
+                self.counts.crashes += 1;
+                let d = self.rng.range(100, 3000);
+                self.later(now, d, Undo::Bounce(h.clone()), format!("crash {h} for {d}ms"));
+                self.down.insert(h);
+            }
+        }
+        if self.rng.chance(self.swarm.broker_restart_rate * dt) && !self.down.contains(b) {
+            sim.crash(b);
+            self.counts.broker_restarts += 1;
+            let d = self.rng.range(100, 2000);
+            self.later(now, d, Undo::Bounce(b.into()), format!("restart {b} after {d}ms"));
+            self.down.insert(b.into());
+        }
+    }
+
+    /// Notes that a duplicate endpoint appeared.
+    pub fn duplicate_appeared(&mut self, now: Duration, host: &str) {
+        self.counts.duplicates += 1;
+        self.log.push(format!("{:>6}ms duplicate {host} appears", now.as_millis()));
+    }
+
+    /// The heal phase begins: repair every link, restart every crashed
+    /// host, draw nothing more.
+    pub fn heal(&mut self, sim: &mut Sim, now: Duration) {
+        self.run_undo(sim, None);
+        self.log.push(format!("{:>6}ms heal", now.as_millis()));
+    }
+
+    fn run_undo(&mut self, sim: &mut Sim, upto: Option<Duration>) {
+        let b = crate::BROKER_HOST;
+        while let Some(entry) = self.undo.first_entry() {
+            if upto.is_some_and(|now| entry.key().0 > now) {
+                break;
+            }
+            match entry.remove() {
+                Undo::Repair(h) => {
+                    sim.repair(h.as_str(), b);
+                    self.busy_links.remove(&h);
+                }
+                Undo::Release(h) => {
+                    sim.release(h.as_str(), b);
+                    self.busy_links.remove(&h);
+                }
+                Undo::Bounce(h) => {
+                    sim.bounce(h.as_str());
+                    self.down.remove(&h);
+                }
+            }
+        }
+    }
+
+    fn pick_free_link(&mut self, clients: &[String]) -> Option<String> {
+        let free: Vec<&String> = clients.iter().filter(|h| !self.busy_links.contains(*h)).collect();
+        if free.is_empty() {
+            return None;
+        }
+        Some(free[self.rng.range(0, free.len() as u64 - 1) as usize].clone())
+    }
+
+    fn later(&mut self, now: Duration, ms: u64, undo: Undo, what: String) {
+        self.log.push(format!("{:>6}ms {what}", now.as_millis()));
+        self.undo_seq += 1;
+        self.undo.insert((now + Duration::from_millis(ms), self.undo_seq), undo);
+    }
+}

@@ -1,0 +1,290 @@
+//! The simulation's oracles: named safety invariants over the observable
+//! history (the broker's event log and snapshots, each endpoint's shell
+//! records and durable spool, the service's records), checked after every
+//! step, and the liveness condition of the heal phase.
+//!
+//! Each invariant is one function; [`Oracle::check`] feeds them what is new
+//! since the last step, so a step costs what happened in it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tasklane_core::TaskId;
+
+use crate::broker::{Broker, Event, PublishOutcome, SettleKind, SettleRecord, DEAD, RESULTS};
+use crate::endpoint::{Endpoint, Record};
+use crate::service::{Service, ServiceRecord};
+
+/// A broken safety invariant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// The invariant's function name.
+    pub invariant: &'static str,
+    pub detail: String,
+}
+
+fn violation(invariant: &'static str, detail: String) -> Result<(), Violation> {
+    Err(Violation { invariant, detail })
+}
+
+/// What the oracles look at.
+pub struct View<'a> {
+    pub broker: &'a Broker,
+    pub endpoints: &'a [Endpoint],
+    pub service: &'a Service,
+    /// The endpoints' task queue, `E.tasks`.
+    pub task_queue: &'a str,
+}
+
+impl View<'_> {
+    fn endpoint_of(&self, client: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.owns_client(client))
+    }
+}
+
+/// Incremental checker: remembers how far it has read each history.
+#[derive(Default)]
+pub struct Oracle {
+    broker_seen: usize,
+    endpoint_seen: Vec<usize>,
+    service_seen: usize,
+    /// (endpoint, spool lifetime) → tasks handed off in it.
+    handoffs: BTreeMap<(usize, u64), BTreeSet<TaskId>>,
+    /// Results the broker stored in `results` (and confirmed).
+    stored_results: BTreeSet<String>,
+}
+
+impl Oracle {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Checks everything new since the last call.
+    pub fn check(&mut self, v: &View) -> Result<(), Violation> {
+        let new_events = v.broker.events_since(self.broker_seen);
+        self.broker_seen += new_events.len();
+        for ev in &new_events {
+            match ev {
+                Event::Settled(r) => {
+                    if let Some(ep) = v.endpoint_of(&r.channel.client) {
+                        no_stale_tag_ack(r)?;
+                        no_broker_ack_before_durable(r, ep)?;
+                    }
+                }
+                Event::Published { message_id: Some(id), outcome: PublishOutcome::Routed(queues), .. }
+                    if queues.iter().any(|q| q == RESULTS) =>
+                {
+                    self.stored_results.insert(id.clone());
+                }
+                _ => {}
+            }
+        }
+
+        self.endpoint_seen.resize(v.endpoints.len(), 0);
+        for (i, ep) in v.endpoints.iter().enumerate() {
+            let records = ep.records_since(self.endpoint_seen[i]);
+            self.endpoint_seen[i] += records.len();
+            for r in &records {
+                match r {
+                    Record::AckSent { covers, not_durable, .. } => no_ack_before_durable(ep, covers, not_durable)?,
+                    Record::Handoff { life, task, .. } => {
+                        let seen = self.handoffs.entry((i, *life)).or_default();
+                        no_second_handoff(ep, *life, task, seen)?;
+                    }
+                    Record::OutboxRemoved { task, confirmed, .. } => {
+                        no_result_dropped_before_confirm(ep, task, *confirmed)?
+                    }
+                    Record::SpoolRefused { error, .. } => spool_accepts_every_write(ep, error)?,
+                    Record::Started { .. } | Record::Status { .. } => {}
+                }
+            }
+        }
+
+        let service_records = v.service.records_since(self.service_seen);
+        self.service_seen += service_records.len();
+        for r in &service_records {
+            if let ServiceRecord::Accepted { task, sender } = r {
+                accepted_results_belong_to_submitted(v.service, task, sender)?;
+            }
+        }
+
+        // Consumers and queue contents change only with a broker event or a
+        // service record; unchanged inputs give unchanged answers.
+        if !new_events.is_empty() || !service_records.is_empty() {
+            at_most_one_consumer(v)?;
+            no_confirmed_result_lost(v, &self.stored_results)?;
+        }
+        Ok(())
+    }
+}
+
+/// The broker ack for a delivery is sent only after the spool transaction
+/// holding the task committed (SPEC §4, Intake), judged when the shell sends
+/// it.
+pub fn no_ack_before_durable(ep: &Endpoint, covers: &[TaskId], not_durable: &[TaskId]) -> Result<(), Violation> {
+    if not_durable.is_empty() {
+        return Ok(());
+    }
+    violation(
+        "no_ack_before_durable",
+        format!(
+            "{} acked {} task(s) not yet durable in its spool: {:?} (ack covered {})",
+            ep.name(),
+            not_durable.len(),
+            not_durable.iter().take(3).map(|t| t.as_str()).collect::<Vec<_>>(),
+            covers.len()
+        ),
+    )
+}
+
+/// The same rule, judged where the ack lands: every task the broker settles
+/// as acked for an endpoint is durable in that endpoint's spool.
+pub fn no_broker_ack_before_durable(r: &SettleRecord, ep: &Endpoint) -> Result<(), Violation> {
+    if r.kind != SettleKind::Ack {
+        return Ok(());
+    }
+    for s in &r.settled {
+        let durable =
+            s.message_id.as_ref().and_then(|id| TaskId::new(id.clone()).ok()).is_some_and(|t| ep.spool().holds(&t));
+        if !durable {
+            return violation(
+                "no_ack_before_durable",
+                format!(
+                    "broker removed {:?} on an ack from {} (channel {} gen {}, tag {}), \
+                     but the task is not durable in its spool",
+                    s.message_id, r.channel.client, r.channel.ch, r.channel.gen, s.tag
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// No ack or reject names a tag its channel never issued (or already
+/// settled): after a reconnect, old tags must not be used on new channels.
+pub fn no_stale_tag_ack(r: &SettleRecord) -> Result<(), Violation> {
+    if !r.unknown_tag {
+        return Ok(());
+    }
+    violation(
+        "no_stale_tag_ack",
+        format!(
+            "{} sent {:?} for tag {} (multiple={}) on channel {} gen {}, which has no such \
+             delivery outstanding",
+            r.channel.client, r.kind, r.tag, r.multiple, r.channel.ch, r.channel.gen
+        ),
+    )
+}
+
+/// At most one endpoint consumes the task queue: among the endpoints with
+/// an active consumer or unacked deliveries on it, there is at most one.
+pub fn at_most_one_consumer(v: &View) -> Result<(), Violation> {
+    let mut holders = BTreeSet::new();
+    for c in v.broker.active_consumers(v.task_queue) {
+        if let Some(ep) = v.endpoint_of(&c.channel.client) {
+            holders.insert(ep.name().to_owned());
+        }
+    }
+    for d in v.broker.unacked(v.task_queue) {
+        if let Some(ep) = v.endpoint_of(&d.channel.client) {
+            holders.insert(ep.name().to_owned());
+        }
+    }
+    if holders.len() <= 1 {
+        return Ok(());
+    }
+    violation(
+        "at_most_one_consumer",
+        format!("{} consume {} at once", holders.into_iter().collect::<Vec<_>>().join(" and "), v.task_queue),
+    )
+}
+
+/// A result the broker confirmed into `results` is never lost: it stays in
+/// `results` until the service takes it, and the service takes it only by
+/// accepting it (or by dead-lettering it).
+pub fn no_confirmed_result_lost(v: &View, stored: &BTreeSet<String>) -> Result<(), Violation> {
+    let mut present: BTreeSet<String> = BTreeSet::new();
+    for q in [RESULTS, DEAD] {
+        present.extend(v.broker.messages(q).into_iter().filter_map(|s| s.message.message_id));
+    }
+    for id in stored {
+        let accepted = TaskId::new(id.clone()).is_ok_and(|t| v.service.has_accepted(&t));
+        if !accepted && !present.contains(id) {
+            return violation(
+                "no_confirmed_result_lost",
+                format!("the result of {id} was confirmed into {RESULTS} but is gone"),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Only a broker confirm takes a result out of the outbox (SPEC §4, Result
+/// publishing).
+pub fn no_result_dropped_before_confirm(ep: &Endpoint, task: &TaskId, confirmed: bool) -> Result<(), Violation> {
+    if confirmed {
+        return Ok(());
+    }
+    violation(
+        "no_result_dropped_before_confirm",
+        format!("{} removed the result of {task} from its outbox before the broker confirmed it", ep.name()),
+    )
+}
+
+/// A task is handed to the application at most once per spool lifetime.
+pub fn no_second_handoff(
+    ep: &Endpoint,
+    life: u64,
+    task: &TaskId,
+    seen: &mut BTreeSet<TaskId>,
+) -> Result<(), Violation> {
+    if seen.insert(task.clone()) {
+        return Ok(());
+    }
+    violation("no_second_handoff", format!("{} handed {task} off twice in spool lifetime {life}", ep.name()))
+}
+
+/// Every result the service accepts answers a task submitted to the
+/// endpoint that sent it.
+pub fn accepted_results_belong_to_submitted(
+    service: &Service,
+    task: &TaskId,
+    sender: &tasklane_core::EndpointId,
+) -> Result<(), Violation> {
+    match service.owner(task) {
+        Some(owner) if &owner == sender => Ok(()),
+        owner => violation(
+            "accepted_results_belong_to_submitted",
+            format!("the service accepted a result for {task} from {sender}, owner {owner:?}"),
+        ),
+    }
+}
+
+/// Core's spool writes always fit the spool model.
+pub fn spool_accepts_every_write(ep: &Endpoint, error: &str) -> Result<(), Violation> {
+    violation("spool_accepts_every_write", format!("{}'s spool refused a write: {error}", ep.name()))
+}
+
+/// Liveness after the heal: what has not converged yet, if anything.
+pub fn pending(v: &View) -> Option<String> {
+    let missing = v.service.missing();
+    if let Some(first) = missing.first() {
+        return Some(format!(
+            "{} of {} results not accepted by the service (first: {first})",
+            missing.len(),
+            v.service.planned()
+        ));
+    }
+    for ep in v.endpoints {
+        let (inbox, outbox) = (ep.spool().inbox_len(), ep.spool().outbox_len());
+        if inbox + outbox > 0 {
+            return Some(format!("{} spool holds inbox={inbox} outbox={outbox}", ep.name()));
+        }
+    }
+    for q in [v.task_queue, RESULTS] {
+        let n = v.broker.counts(q).total();
+        if n > 0 {
+            return Some(format!("{q} still holds {n} message(s)"));
+        }
+    }
+    None
+}

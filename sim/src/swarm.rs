@@ -1,0 +1,139 @@
+//! Swarm testing (TigerBeetle's VOPR): every fault knob is drawn from the
+//! seed, each fault class is switched on or off per seed, and the whole
+//! draw is printed as the run's first line.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::broker::QueueKind;
+use crate::rng::Rng;
+
+/// How the endpoint claims its task queue in this run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Claim {
+    /// `x-single-active-consumer` on a classic or quorum queue.
+    SingleActive(QueueKind),
+    /// Exclusive consumers on a classic queue without single active
+    /// consumer (the source design's mode).
+    Exclusive,
+}
+
+/// One run's knobs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Swarm {
+    /// Tasks the service submits during the fault phase.
+    pub tasks: usize,
+    /// Link partitions per second (mid-stream connection loss: a turmoil
+    /// partition stalls a stream, heartbeats end it).
+    pub partition_rate: f64,
+    /// Link holds per second (messages delayed, then delivered).
+    pub hold_rate: f64,
+    /// Endpoint crashes per second (restarted after a while).
+    pub crash_rate: f64,
+    /// Broker restarts per second.
+    pub broker_restart_rate: f64,
+    /// When a second endpoint with the same id appears, if it does.
+    pub duplicate_at: Option<Duration>,
+    /// Upper bound of the per-message latency (turmoil draws each message's
+    /// latency up to it: the jitter).
+    pub max_latency: Duration,
+    pub claim: Claim,
+    pub prefetch: u16,
+    pub heartbeat_ms: u32,
+    /// Upper bound of a spool group commit.
+    pub fsync_max: Duration,
+    /// Upper bound of the application's work per task.
+    pub work_max: Duration,
+}
+
+/// Length of the fault phase.
+pub const FAULT_PHASE: Duration = Duration::from_secs(10);
+
+impl Swarm {
+    /// The knobs of `seed`.
+    pub fn draw(seed: u64) -> Self {
+        let mut r = Rng::new(seed).fork(0x5A4A);
+        let rate = |r: &mut Rng, max: f64| {
+            if r.chance(0.5) {
+                0.0
+            } else {
+                (r.unit() * max * 100.0).round() / 100.0
+            }
+        };
+        let partition_rate = rate(&mut r, 0.6);
+        let hold_rate = rate(&mut r, 0.4);
+        let crash_rate = rate(&mut r, 0.3);
+        let broker_restart_rate = rate(&mut r, 0.15);
+        let duplicate_at =
+            r.chance(0.5).then(|| Duration::from_millis(r.range(500, FAULT_PHASE.as_millis() as u64 - 2000)));
+        let claim = match r.range(0, 3) {
+            0 | 1 => Claim::SingleActive(QueueKind::Classic),
+            2 => Claim::SingleActive(QueueKind::Quorum),
+            _ => Claim::Exclusive,
+        };
+        Swarm {
+            tasks: r.range(5, 60) as usize,
+            partition_rate,
+            hold_rate,
+            crash_rate,
+            broker_restart_rate,
+            duplicate_at,
+            max_latency: Duration::from_millis(r.range(1, 80)),
+            claim,
+            prefetch: [1, 4, 16, 64][r.range(0, 3) as usize],
+            heartbeat_ms: [300, 500, 1000][r.range(0, 2) as usize],
+            fsync_max: Duration::from_millis(r.range(1, 20)),
+            work_max: Duration::from_millis(r.range(1, 200)),
+        }
+    }
+
+    /// The fault classes switched on, by name.
+    pub fn faults(&self) -> Vec<&'static str> {
+        let mut on = Vec::new();
+        for (name, rate) in [
+            ("partition", self.partition_rate),
+            ("hold", self.hold_rate),
+            ("crash", self.crash_rate),
+            ("broker-restart", self.broker_restart_rate),
+        ] {
+            if rate > 0.0 {
+                on.push(name);
+            }
+        }
+        if self.duplicate_at.is_some() {
+            on.push("duplicate");
+        }
+        on
+    }
+}
+
+impl fmt::Display for Swarm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dup = match self.duplicate_at {
+            Some(at) => format!("{:.1}s", at.as_secs_f64()),
+            None => "no".into(),
+        };
+        let claim = match self.claim {
+            Claim::SingleActive(QueueKind::Classic) => "sac/classic",
+            Claim::SingleActive(QueueKind::Quorum) => "sac/quorum",
+            Claim::Exclusive => "exclusive/classic",
+        };
+        write!(
+            f,
+            "tasks={} partition={}/s hold={}/s crash={}/s broker-restart={}/s duplicate={} \
+             latency<={}ms claim={} prefetch={} heartbeat={}ms fsync<={}ms work<={}ms",
+            self.tasks,
+            self.partition_rate,
+            self.hold_rate,
+            self.crash_rate,
+            self.broker_restart_rate,
+            dup,
+            self.max_latency.as_millis(),
+            claim,
+            self.prefetch,
+            self.heartbeat_ms,
+            self.fsync_max.as_millis(),
+            self.work_max.as_millis(),
+        )
+    }
+}
