@@ -121,3 +121,14 @@ fn an_unreachable_broker_is_a_runtime_failure() {
     assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
     assert!(stderr.contains("cannot connect to amqp://guest:***@127.0.0.1:1/%2f"), "{stderr}");
 }
+
+#[test]
+fn results_before_any_provisioning_fails_with_a_hint() {
+    let vhost = Vhost::create().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = tasklane(&vhost.url(), dir.path(), &["results", "--count", "1", "--timeout", "5"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(stderr.contains("404") && stderr.contains("tasklane provision"), "{stderr}");
+}

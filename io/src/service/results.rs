@@ -115,7 +115,6 @@ impl Results {
     pub async fn open(conn: &Connection, store: TaskStore, options: ResultsOptions) -> Result<Self, ServiceError> {
         let seen = store.seen()?;
         let intake = ResultIntake::new(options.dedup_window, seen, options.limits);
-        let dead = ConfirmChannel::open(conn).await?;
         let (tx, events) = mpsc::unbounded_channel();
         let (channel, close) = amqp::open_channel(conn, (), tx).await?;
         channel
@@ -126,6 +125,9 @@ impl Results {
             .basic_consume_rx(BasicConsumeArguments::new(RESULTS, "").manual_ack(true).finish())
             .await
             .map_err(|e| amqp::Error::from_channel("basic.consume", e, &close))?;
+        // Opened last: a refused consume leaves no open channel behind for
+        // amqprs to close at drop, after the caller closed the connection.
+        let dead = ConfirmChannel::open(conn).await?;
         Ok(Self {
             channel,
             close,

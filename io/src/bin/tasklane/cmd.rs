@@ -104,6 +104,9 @@ pub fn service_failure(e: ServiceError) -> Failure {
         ServiceError::Unroutable { endpoint, .. } => {
             Failure::Runtime(format!("{e}; run `tasklane provision {endpoint}` first"))
         }
+        ServiceError::Amqp(a) if a.reply_code() == Some(404) => {
+            Failure::Runtime(format!("{e}; is the topology provisioned? run `tasklane provision <endpoint>`"))
+        }
         _ => Failure::Runtime(e.to_string()),
     }
 }
