@@ -185,4 +185,6 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// The spool committed again after [`Event::SpoolFull`].
+    SpoolRecovered,
 }

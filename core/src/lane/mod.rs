@@ -50,6 +50,8 @@ pub struct Lane {
     /// Spool writes issued (the last one's position) and committed.
     issued: u64,
     committed: u64,
+    /// The spool reported a stall and has not committed since.
+    spool_stalled: bool,
     inbox: Inbox,
     intake: Intake,
     outbox: Outbox,
@@ -72,6 +74,7 @@ impl Lane {
             ids: IdSource::default(),
             issued: 0,
             committed: 0,
+            spool_stalled: false,
             inbox: Inbox::new(&cfg, &snapshot),
             intake: Intake::default(),
             outbox: Outbox::new(&snapshot),
@@ -117,7 +120,10 @@ impl Lane {
             Input::PublishNack { channel, tag, multiple } => self.on_publish_nack(now, channel, tag, multiple),
             Input::Returned { channel, message_id, code, text } => self.on_returned(channel, message_id, code, text),
             Input::SpoolCommitted { upto } => self.on_spool_committed(now, upto)?,
-            Input::SpoolStalled { reason } => self.emit(Event::SpoolFull { reason }),
+            Input::SpoolStalled { reason } => {
+                self.spool_stalled = true;
+                self.emit(Event::SpoolFull { reason });
+            }
             Input::Complete { task, status, body } => self.on_complete(task, status, body)?,
             Input::Timeout => {}
             Input::Shutdown => self.on_shutdown(),
@@ -194,6 +200,9 @@ impl Lane {
             return Ok(());
         }
         self.committed = upto.0;
+        if std::mem::take(&mut self.spool_stalled) {
+            self.emit(Event::SpoolRecovered);
+        }
         for task in self.inbox.committed(upto) {
             self.counters.spooled += 1;
             self.counters.handed_off += 1;

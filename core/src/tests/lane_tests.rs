@@ -396,3 +396,19 @@ fn a_missing_results_exchange_closes_only_the_publishing_channel() {
     w.drive();
     assert_eq!(w.converged(), None);
 }
+
+#[test]
+fn a_stalled_spool_reports_full_then_recovered() {
+    let mut w = World::new(cfg());
+    w.spool.auto_commit = false;
+    w.submit("a");
+    w.drive();
+    w.feed(Input::SpoolStalled { reason: "map full at limit".into() });
+    assert!(w.acks().is_empty());
+    w.commit();
+    w.step();
+    let tail: Vec<_> =
+        w.events.iter().filter(|e| matches!(e, Event::SpoolFull { .. } | Event::SpoolRecovered)).collect();
+    assert_eq!(tail, [&Event::SpoolFull { reason: "map full at limit".into() }, &Event::SpoolRecovered]);
+    assert_eq!(w.acks().len(), 1);
+}
