@@ -88,11 +88,13 @@ impl fmt::Display for TaskId {
 }
 
 /// One AMQP connection attempt. Replies from an older attempt are ignored.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnId(pub u64);
 
 /// One opened channel, unique over the life of a [`crate::Lane`]: every
 /// open (also a reopen after a reconnect) gets a new id.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ChannelId(pub u64);
 
@@ -101,6 +103,7 @@ pub struct ChannelId(pub u64);
 /// AMQP delivery tags count from 1 on every channel; a bare number acked on
 /// a new channel would ack a task nobody processed. The channel travels with
 /// the number so the shell acks on the channel named here or not at all.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DeliveryTag {
     /// The channel the delivery arrived on.
@@ -111,6 +114,7 @@ pub struct DeliveryTag {
 
 /// A publisher-confirm sequence number together with its channel. Confirm
 /// tags count from 1 after `confirm.select` on each channel.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PublishTag {
     /// The publishing channel.
@@ -121,13 +125,55 @@ pub struct PublishTag {
 
 /// Position of a spool write in the order core issued it; the shell reports
 /// progress as "everything up to and including this one is committed".
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct WriteSeq(pub u64);
 
 /// Position of a result in the outbox, persisted: results are published in
 /// this order and survive restarts under it.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct OutboxSeq(pub u64);
+
+/// Fuzzers draw only valid ids: an invalid one could never reach core
+/// through the typed API, so drawing it would waste their time.
+#[cfg(feature = "arbitrary")]
+mod arbitrary_ids {
+    use arbitrary::{Arbitrary, Result, Unstructured};
+
+    use super::{EndpointId, TaskId};
+
+    /// The 64 characters an endpoint id may hold.
+    const ENDPOINT_CHARS: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+
+    impl<'a> Arbitrary<'a> for EndpointId {
+        fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+            let len = u.int_in_range(1..=Self::MAX_LEN)?;
+            let mut s = String::with_capacity(len);
+            for _ in 0..len {
+                s.push(char::from(ENDPOINT_CHARS[usize::from(u8::arbitrary(u)? & 63)]));
+            }
+            Ok(Self(s))
+        }
+    }
+
+    impl<'a> Arbitrary<'a> for TaskId {
+        /// Any UTF-8 text, cut to 128 bytes at a character boundary; an
+        /// empty draw becomes `"0"`.
+        fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+            let mut s = String::arbitrary(u)?;
+            let mut end = s.len().min(Self::MAX_LEN);
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            s.truncate(end);
+            if s.is_empty() {
+                s.push('0');
+            }
+            Ok(Self(s))
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -9,6 +9,7 @@ use bytes::Bytes;
 /// channel they belong to; a reply for one that core has already given up
 /// is ignored, so a shell may report races as they happen.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[non_exhaustive]
 pub enum Input {
     /// The connection of `Amqp::Connect { conn }` is open.
@@ -153,6 +154,7 @@ pub enum Input {
         /// Success or failure.
         status: ResultStatus,
         /// The result payload.
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::message::arbitrary_bytes))]
         body: Bytes,
     },
     /// Time passed (a deadline of `poll_timeout` may have expired). Every

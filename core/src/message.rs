@@ -64,11 +64,12 @@ pub struct RawMessage {
 }
 
 #[cfg(feature = "arbitrary")]
-fn arbitrary_bytes(u: &mut arbitrary::Unstructured<'_>) -> arbitrary::Result<Bytes> {
+pub(crate) fn arbitrary_bytes(u: &mut arbitrary::Unstructured<'_>) -> arbitrary::Result<Bytes> {
     Ok(Bytes::from(<Vec<u8> as arbitrary::Arbitrary>::arbitrary(u)?))
 }
 
 /// A task, as handed to the application.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Task {
     /// The task id (AMQP `message_id`).
@@ -76,10 +77,12 @@ pub struct Task {
     /// The `tasklane-kind` header, if any.
     pub kind: Option<String>,
     /// The opaque payload; tasklane never interprets it.
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_bytes))]
     pub body: Bytes,
 }
 
 /// Outcome of a task, as the application reports it.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ResultStatus {
     /// The task ran and succeeded.
@@ -108,6 +111,7 @@ impl ResultStatus {
 }
 
 /// A task's result, as spooled and published.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskResult {
     /// The task this result answers.
@@ -115,6 +119,7 @@ pub struct TaskResult {
     /// Success or failure.
     pub status: ResultStatus,
     /// The opaque result payload.
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_bytes))]
     pub body: Bytes,
 }
 
