@@ -15,9 +15,9 @@ const WAIT: Duration = Duration::from_secs(30);
 async fn a_duplicate_endpoint_stands_by_then_takes_over() {
     Topology::run(|topo| async move {
         let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let a = Endpoint::open(topo.config(URL, dir_a.path())).await.unwrap();
+        let a = Endpoint::open(topo.config(&topo.url, dir_a.path())).await.unwrap();
         wait_status(a.status(), WAIT, |s| *s == Status::Consuming).await;
-        let b = Endpoint::open(topo.config(URL, dir_b.path())).await.unwrap();
+        let b = Endpoint::open(topo.config(&topo.url, dir_b.path())).await.unwrap();
         wait_status(b.status(), WAIT, |s| *s == Status::Standby).await;
 
         let first: Vec<_> = (0..5).map(|i| task_message(&format!("a{i}"), "p")).collect();

@@ -1,7 +1,7 @@
 //! Shared by the endpoint tests: a raw amqprs client that plays the service
 //! (declares a test's topology, publishes tasks, reads results and dead
-//! letters), against the broker on 127.0.0.1:5672. Every test uses its own
-//! endpoint id and deletes the queues it declared, even when it fails.
+//! letters), against the broker on 127.0.0.1:5672. Every test runs in a
+//! vhost of its own, deleted afterwards even when the test fails.
 
 #![allow(dead_code)]
 
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use amqprs::channel::{
     BasicGetArguments, BasicPublishArguments, Channel, ConfirmSelectArguments, ExchangeDeclareArguments, ExchangeType,
-    QueueBindArguments, QueueDeclareArguments, QueueDeleteArguments,
+    QueueBindArguments, QueueDeclareArguments,
 };
 use amqprs::connection::{Connection, OpenConnectionArguments};
 use amqprs::{BasicProperties, FieldTable, FieldValue};
@@ -19,13 +19,15 @@ use tasklane_io::amqp;
 use tasklane_io::endpoint::{Endpoint, EndpointConfig};
 use tokio::sync::watch;
 
-pub const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// Nobody listens here: the broker is "unreachable".
 pub const DEAD_URL: &str = "amqp://guest:guest@127.0.0.1:1/%2f";
 
 /// One test's piece of the broker: the endpoint's task queue and two
 /// queues of the test's own that see its results and its dead letters.
 pub struct Topology {
+    /// The test's vhost; the URL of the broker in it.
+    pub vhost: std::sync::Arc<tasklane_tests::Vhost>,
+    pub url: String,
     pub id: String,
     pub tasks: String,
     pub results: String,
@@ -34,8 +36,9 @@ pub struct Topology {
     pub channel: Channel,
 }
 
-async fn connect() -> Connection {
-    let args = OpenConnectionArguments::new("127.0.0.1", 5672, "guest", "guest");
+async fn connect(vhost: &str) -> Connection {
+    let mut args = OpenConnectionArguments::new("127.0.0.1", 5672, "guest", "guest");
+    args.virtual_host(vhost);
     Connection::open(&args).await.expect("RabbitMQ on 127.0.0.1:5672 (guest/guest)")
 }
 
@@ -49,8 +52,11 @@ impl Topology {
     /// exchange and `tasklane.dead` fanout exchange if missing, and the
     /// test's result and dead-letter queues.
     pub async fn declare() -> Self {
+        let vhost = tokio::task::spawn_blocking(tasklane_tests::Vhost::create).await.unwrap().expect("a test vhost");
+        let vhost = std::sync::Arc::new(vhost);
+        let url = vhost.url();
         let id = format!("ept-{}", uuid::Uuid::new_v4());
-        let conn = connect().await;
+        let conn = connect(vhost.name()).await;
         let channel = conn.open_channel(None).await.unwrap();
         let durable = |name: &str, kind| ExchangeDeclareArguments::of_type(name, kind).durable(true).finish();
         channel.exchange_declare(durable("results", ExchangeType::Topic)).await.unwrap();
@@ -69,24 +75,20 @@ impl Topology {
         let dead = format!("{id}.test-dead");
         channel.queue_declare(QueueDeclareArguments::durable_client_named(&dead)).await.unwrap();
         channel.queue_bind(QueueBindArguments::new(&dead, "tasklane.dead", "")).await.unwrap();
-        Self { id, tasks, results, dead, conn, channel }
+        Self { vhost, url, id, tasks, results, dead, conn, channel }
     }
 
-    /// Runs `test`, then deletes the queues whether it passed or not.
+    /// Runs `test`, then deletes the vhost whether it passed or not.
     pub async fn run<F, Fut>(test: F)
     where
         F: FnOnce(Topology) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let topo = Topology::declare().await;
-        let names = [topo.tasks.clone(), topo.results.clone(), topo.dead.clone()];
+        let vhost = topo.vhost.clone();
         let outcome = tokio::spawn(test(topo)).await;
-        let conn = connect().await;
-        let channel = conn.open_channel(None).await.unwrap();
-        for q in names {
-            let _ = channel.queue_delete(QueueDeleteArguments::new(&q)).await;
-        }
-        let _ = conn.close().await;
+        // The last handle deletes the vhost (a blocking HTTP call).
+        let _ = tokio::task::spawn_blocking(move || drop(vhost)).await;
         if let Err(e) = outcome {
             std::panic::resume_unwind(e.into_panic());
         }
@@ -100,7 +102,7 @@ impl Topology {
     /// Publishes `msgs` to `E.tasks` as a submitting client would:
     /// persistent, under publisher confirms (waits for all of them).
     pub async fn publish(&self, msgs: &[RawMessage]) {
-        let conn = connect().await;
+        let conn = connect(self.vhost.name()).await;
         let channel = conn.open_channel(None).await.unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         channel.register_callback(amqp::ChannelEvents::new((), tx)).await.unwrap();
