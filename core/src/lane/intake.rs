@@ -107,8 +107,14 @@ impl Lane {
 
     /// Spools `task` or settles it as a duplicate. False when the spool has
     /// no room (nothing changed).
+    ///
+    /// A task whose result is still in the outbox is a duplicate too, also
+    /// when it has left the completed window: running it again would put a
+    /// second result for one task id into the outbox, and a return or
+    /// confirm of one publish could not say which of the two it meant.
     fn admit(&mut self, tag: u64, task: &Task) -> bool {
-        let gate = match self.inbox.known(&task.id) {
+        let known = self.inbox.known(&task.id).or_else(|| self.outbox.holds(&task.id).then_some(Known::Durable));
+        let gate = match known {
             Some(known) => {
                 self.counters.duplicates_dropped += 1;
                 self.emit(Event::DuplicateDropped { task: task.id.clone() });

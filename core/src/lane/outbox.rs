@@ -78,6 +78,11 @@ impl Outbox {
         self.entries.len()
     }
 
+    /// Whether the outbox holds a result of `task`.
+    pub(super) fn holds(&self, task: &TaskId) -> bool {
+        self.by_task.contains_key(task)
+    }
+
     /// Results whose completing write is now committed become publishable.
     pub(super) fn committed(&mut self, upto: WriteSeq) {
         while self.committing.front().is_some_and(|(w, _)| *w <= upto) {

@@ -86,6 +86,31 @@ fn duplicates_of_inbox_and_completed_tasks_are_acked_without_handoff() {
 }
 
 #[test]
+fn a_task_whose_result_awaits_its_confirm_is_a_duplicate_even_out_of_the_window() {
+    // Found by the lane_inputs fuzz target: with the task out of the
+    // completed window, a redelivery ran it again and put a second result
+    // for it into the outbox; a return of one publish then marked the other
+    // entry, and the returned result left the outbox on its ack.
+    let mut c = cfg();
+    c.completed_window = 0;
+    let mut w = World::new(c);
+    w.broker.hold_confirms = true;
+    w.submit("a");
+    w.drive();
+    assert_eq!((w.lane.outbox_len(), w.broker.results.len()), (1, 1), "published, not confirmed");
+    w.submit("a");
+    w.drive();
+    assert_eq!(w.lane.counters().handed_off, 1, "handed off again while its result is in the outbox");
+    assert_eq!(w.lane.counters().duplicates_dropped, 1);
+    assert_eq!(w.broker.acked.len(), 2);
+    w.broker.hold_confirms = false;
+    w.release_confirms();
+    w.drive();
+    assert_eq!(w.converged(), None);
+    assert_eq!(w.broker.results.len(), 1);
+}
+
+#[test]
 fn malformed_deliveries_are_rejected_and_the_lane_goes_on() {
     let mut w = World::new(cfg());
     w.submit("ok1");
