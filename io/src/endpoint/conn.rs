@@ -88,6 +88,9 @@ struct Session {
     standby: Option<(ChannelId, String)>,
 }
 
+/// Longest wait for a channel's close handshake when a connection is given up.
+const CHANNEL_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
 async fn run(id: ConnId, opts: ConnectOptions, mut cmds: UnboundedReceiver<ConnCmd>, sinks: Sinks) {
     let conn = match amqp::connect(&opts).await {
         Ok(conn) => conn,
@@ -115,6 +118,13 @@ async fn run(id: ConnId, opts: ConnectOptions, mut cmds: UnboundedReceiver<ConnC
         }
     };
     tracing::debug!(conn = s.id.0, %reason, "closing connection");
+    // Close the channels first: amqprs logs an error for every channel
+    // still open when the connection is gone. The connection is being
+    // abandoned, so bounding these closes cannot break anything in use.
+    let closes = std::mem::take(&mut s.channels).into_values().map(|(ch, _)| async move {
+        let _ = tokio::time::timeout(CHANNEL_CLOSE_TIMEOUT, ch.close()).await;
+    });
+    futures::future::join_all(closes).await;
     // Run the close handshake to completion; its error only means the
     // connection was already gone.
     let _ = s.conn.close().await;
