@@ -26,7 +26,8 @@ pub enum Input {
     },
     /// An open connection died: socket error, heartbeat timeout, or a
     /// `connection.close` from the broker. Everything on it is gone; the
-    /// broker requeues what was not acked.
+    /// broker requeues what was not acked. The shell releases the dead
+    /// connection itself: no `Amqp::Disconnect` follows for it.
     ConnectionLost {
         /// Which connection.
         conn: ConnId,
@@ -68,7 +69,11 @@ pub enum Input {
     },
     /// `Amqp::Consume` succeeded. `active` is false when the shell knows the
     /// queue already has an active consumer (single active consumer): this
-    /// lane then waits as a standby until its first delivery.
+    /// lane then waits as a standby until its first delivery or
+    /// `ConsumerActive`. AMQP 0-9-1 does not say which consumer is active;
+    /// a shell may read the queue's consumer count (a passive declare)
+    /// before consuming and poll it while standing by. When unsure, report
+    /// `true`: status is all it affects, never what is acked.
     ConsumeOk {
         /// Which channel.
         channel: ChannelId,
