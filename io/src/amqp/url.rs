@@ -168,6 +168,11 @@ impl AmqpUrl {
         &self.username
     }
 
+    /// Password (empty when the URL names a user without one).
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
     /// Virtual host, percent-decoded (`/` when the URL names none).
     pub fn vhost(&self) -> &str {
         &self.vhost

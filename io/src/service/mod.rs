@@ -21,19 +21,23 @@
 //! ```
 
 mod confirm;
+pub mod management;
 mod results;
 mod store;
 mod submit;
 mod topology;
+pub mod users;
 
 use std::time::Duration;
 
 use tasklane_core::{EndpointId, TaskId};
 
+pub use management::{Management, ManagementError};
 pub use results::{AcceptedResult, ResultCounters, Results, ResultsOptions, REASON_DETAIL_HEADER};
 pub use store::{StoreError, StoreWrite, TaskState, TaskStore, TrackedTask};
 pub use submit::Submitter;
 pub use topology::{provision, QueueType, DEAD, RESULTS, RESULTS_BINDING};
+pub use users::{provision_user, EndpointUser, Permissions, UserError};
 
 /// Why a service operation failed.
 #[derive(Debug, thiserror::Error)]

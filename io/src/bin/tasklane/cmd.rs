@@ -11,7 +11,7 @@ use clap::{ArgGroup, Args};
 use tasklane_core::message::MAX_KIND_LEN;
 use tasklane_core::{EndpointId, Task, TaskId};
 use tasklane_io::amqp::{self, ConnectOptions};
-use tasklane_io::service::{self, QueueType, Results, ResultsOptions, ServiceError, Submitter, TaskStore};
+use tasklane_io::service::{self, Management, QueueType, Results, ResultsOptions, ServiceError, Submitter, TaskStore};
 use tasklane_io::spool::{self, SpoolError};
 
 use crate::failure::Failure;
@@ -39,6 +39,24 @@ pub struct SubmitArgs {
     /// Submit one task per line of file F (empty lines are skipped).
     #[arg(long, value_name = "F")]
     file: Option<PathBuf>,
+}
+
+/// `tasklane provision --user`: a RabbitMQ user of the endpoint's own.
+#[derive(Args, Debug)]
+pub struct UserArgs {
+    /// Also create a RabbitMQ user named after the endpoint, with a
+    /// generated password (printed once), that may only consume E.tasks and
+    /// publish to `results` with routing key E.results. Needs the
+    /// management API and an administrator in --amqp.
+    #[arg(long)]
+    pub user: bool,
+    /// With --user: give an existing endpoint user a new password.
+    #[arg(long, requires = "user")]
+    pub rotate_password: bool,
+    /// With --user: the management API, http://HOST:PORT (default: the
+    /// --amqp host, port 15672, with the --amqp credentials).
+    #[arg(long, value_name = "URL", env = "TASKLANE_MANAGEMENT_URL", requires = "user")]
+    pub management: Option<String>,
 }
 
 /// `tasklane results`.
@@ -115,15 +133,53 @@ async fn close(conn: Connection) {
     let _ = tokio::time::timeout(Duration::from_secs(5), conn.close()).await;
 }
 
-/// `tasklane provision E`.
-pub async fn provision(g: &Global, endpoint: &EndpointId, queue_type: QueueType) -> Result<(), Failure> {
+/// `tasklane provision E [--user]`.
+pub async fn provision(
+    g: &Global,
+    endpoint: &EndpointId,
+    queue_type: QueueType,
+    user: &UserArgs,
+) -> Result<(), Failure> {
     let opts = connect_options(g, "tasklane provision")?;
+    let api = match (&user.management, user.user) {
+        (_, false) => None,
+        (None, true) => Some(Management::for_broker(&opts.url)),
+        (Some(base), true) => Some(
+            Management::new(base, opts.url.username(), opts.url.password())
+                .map_err(|e| Failure::Usage(format!("--management: {e}")))?,
+        ),
+    };
     let conn = connect(&opts).await?;
     let outcome = service::provision(&conn, endpoint, queue_type).await;
     close(conn).await;
     outcome.map_err(service_failure)?;
     println!("provisioned {endpoint} ({queue_type} task queue {})", endpoint.task_queue());
+    let Some(api) = api else { return Ok(()) };
+    let vhost = opts.url.vhost();
+    let made = service::provision_user(&api, vhost, endpoint, user.rotate_password)
+        .await
+        .map_err(|e| Failure::runtime(format!("cannot provision the user of {endpoint}"), e))?;
+    match &made.password {
+        Some(password) => {
+            let verb = if made.created { "created" } else { "given a new password" };
+            println!("user {} {verb}; its password, shown only this once: {password}", made.username);
+            let url = endpoint_url(&opts.url, &made.username, password);
+            println!("endpoint URL: {url}");
+        }
+        None => println!(
+            "user {} exists; permissions set, password unchanged (--rotate-password for a new one)",
+            made.username
+        ),
+    }
     Ok(())
+}
+
+/// The broker URL with the endpoint user's credentials.
+fn endpoint_url(url: &amqp::AmqpUrl, user: &str, password: &str) -> String {
+    let scheme = if url.is_tls() { "amqps" } else { "amqp" };
+    let host = if url.host().contains(':') { format!("[{}]", url.host()) } else { url.host().to_string() };
+    let vhost = tasklane_io::service::management::segment(url.vhost());
+    format!("{scheme}://{user}:{password}@{host}:{}/{vhost}", url.port())
 }
 
 /// A payload of exactly `size` bytes naming task `i`.

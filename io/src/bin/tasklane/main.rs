@@ -58,6 +58,8 @@ enum Command {
         /// Kind of the task queue.
         #[arg(long, value_name = "TYPE", default_value = "classic", value_parser = parse_queue_type)]
         queue_type: QueueType,
+        #[command(flatten)]
+        user: cmd::UserArgs,
     },
     /// Submit tasks to an endpoint; prints how many were submitted.
     Submit(cmd::SubmitArgs),
@@ -129,7 +131,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), Failure> {
     let g = cli.global;
     match cli.command {
-        Command::Provision { endpoint, queue_type } => cmd::provision(&g, &endpoint, queue_type).await,
+        Command::Provision { endpoint, queue_type, user } => cmd::provision(&g, &endpoint, queue_type, &user).await,
         Command::Submit(args) => cmd::submit(&g, args).await,
         Command::Endpoint(args) => endpoint::run(&g, args).await,
         Command::Results(args) => cmd::results(&g, args).await,
