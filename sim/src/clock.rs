@@ -34,3 +34,12 @@ impl Clock {
         tokio::time::Instant::now() + at.saturating_duration_since(self.now())
     }
 }
+
+/// Sleeps until `deadline`, or forever without one (a `select!` arm that
+/// never fires).
+pub async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use turmoil::Sim;
 
+use crate::broker::Broker;
 use crate::rng::Rng;
 use crate::swarm::Swarm;
 
@@ -29,6 +30,7 @@ enum Undo {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FaultCounts {
     pub partitions: u32,
+    pub kills: u32,
     pub holds: u32,
     pub crashes: u32,
     pub broker_restarts: u32,
@@ -37,7 +39,7 @@ pub struct FaultCounts {
 
 impl FaultCounts {
     pub fn total(&self) -> u32 {
-        self.partitions + self.holds + self.crashes + self.broker_restarts + self.duplicates
+        self.partitions + self.kills + self.holds + self.crashes + self.broker_restarts + self.duplicates
     }
 }
 
@@ -74,7 +76,7 @@ impl FaultDriver {
     /// Runs due repairs and, every [`DRAW_EVERY`], draws new faults.
     /// `endpoints` are the endpoint hosts registered so far; `clients` are
     /// every host with a link to the broker.
-    pub fn tick(&mut self, sim: &mut Sim, now: Duration, endpoints: &[String], clients: &[String]) {
+    pub fn tick(&mut self, sim: &mut Sim, broker: &Broker, now: Duration, endpoints: &[String], clients: &[String]) {
         self.run_undo(sim, Some(now));
         if now < self.next_draw {
             return;
@@ -90,6 +92,13 @@ impl FaultDriver {
                 self.later(now, d, Undo::Repair(h.clone()), format!("partition {h} for {d}ms"));
                 self.busy_links.insert(h);
             }
+        }
+        if self.rng.chance(self.swarm.kill_rate * dt) && !clients.is_empty() {
+            let h = &clients[self.rng.range(0, clients.len() as u64 - 1) as usize];
+            let owner = |client: &str| client == h || client.starts_with(&format!("{h}/"));
+            let n = broker.force_close(owner, "closed by the fault schedule");
+            self.counts.kills += 1;
+            self.log.push(format!("{:>6}ms kill {h}'s connections ({n})", now.as_millis()));
         }
         if self.rng.chance(self.swarm.hold_rate * dt) {
             if let Some(h) = self.pick_free_link(clients) {

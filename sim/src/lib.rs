@@ -30,6 +30,9 @@ pub mod swarm;
 pub mod trace;
 pub mod wire;
 
+#[cfg(test)]
+mod tests;
+
 /// The broker's turmoil host name.
 pub const BROKER_HOST: &str = "broker";
 /// The service's turmoil host name.

@@ -48,7 +48,7 @@ struct Tally {
     liveness: u64,
     errors: u64,
     /// Per fault class: runs where it was switched on, faults injected.
-    classes: [(u64, u64); 5],
+    classes: [(u64, u64); 6],
 }
 
 fn main() -> ExitCode {
@@ -70,14 +70,15 @@ fn main() -> ExitCode {
         tally.runs += 1;
         let on = [
             swarm.partition_rate > 0.0,
+            swarm.kill_rate > 0.0,
             swarm.hold_rate > 0.0,
             swarm.crash_rate > 0.0,
             swarm.broker_restart_rate > 0.0,
             swarm.duplicate_at.is_some(),
         ];
         let f = report.faults;
-        let counts = [f.partitions, f.holds, f.crashes, f.broker_restarts, f.duplicates];
-        for i in 0..5 {
+        let counts = [f.partitions, f.kills, f.holds, f.crashes, f.broker_restarts, f.duplicates];
+        for i in 0..counts.len() {
             tally.classes[i].0 += u64::from(on[i]);
             tally.classes[i].1 += u64::from(counts[i]);
         }
@@ -104,7 +105,7 @@ fn main() -> ExitCode {
         secs,
         tally.runs as f64 * 60.0 / secs.max(1e-9)
     );
-    let names = ["partition", "hold", "crash", "broker-restart", "duplicate"];
+    let names = ["partition", "kill", "hold", "crash", "broker-restart", "duplicate"];
     let classes: Vec<String> = names
         .iter()
         .zip(tally.classes)

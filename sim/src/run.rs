@@ -105,10 +105,11 @@ impl Report {
     /// The summary line.
     pub fn summary(&self) -> String {
         format!(
-            "seed={} faults={} [p{} h{} c{} b{} d{}] tasks={} results={} t={:.1}s {}",
+            "seed={} faults={} [p{} k{} h{} c{} b{} d{}] tasks={} results={} t={:.1}s trace={:016x} {}",
             self.seed,
             self.faults.total(),
             self.faults.partitions,
+            self.faults.kills,
             self.faults.holds,
             self.faults.crashes,
             self.faults.broker_restarts,
@@ -116,6 +117,7 @@ impl Report {
             self.tasks,
             self.accepted,
             self.sim_time.as_secs_f64(),
+            self.trace_hash,
             self.outcome
         )
     }
@@ -235,7 +237,7 @@ pub fn run(opts: &RunOptions) -> Report {
             let eps: Vec<String> = endpoints[..present].iter().map(|e| e.name().to_owned()).collect();
             let mut clients = eps.clone();
             clients.push(SERVICE_HOST.into());
-            faults.tick(&mut sim, now, &eps, &clients);
+            faults.tick(&mut sim, &broker, now, &eps, &clients);
         }
         if let Err(e) = sim.step() {
             break Outcome::Error(e.to_string());

@@ -17,6 +17,8 @@ use tasklane_core::{encode_task, EndpointId, Task, TaskId, TaskLimits};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::clock::sleep_until;
+
 use crate::broker::RESULTS;
 use crate::clock::Clock;
 use crate::endpoint::{raw_to_wire, wire_to_raw};
@@ -272,12 +274,5 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

@@ -26,6 +26,9 @@ pub struct Swarm {
     /// Link partitions per second (mid-stream connection loss: a turmoil
     /// partition stalls a stream, heartbeats end it).
     pub partition_rate: f64,
+    /// Connections the broker closes per second (an operator's
+    /// `close_connection`): mid-stream loss noticed at once.
+    pub kill_rate: f64,
     /// Link holds per second (messages delayed, then delivered).
     pub hold_rate: f64,
     /// Endpoint crashes per second (restarted after a while).
@@ -61,6 +64,7 @@ impl Swarm {
             }
         };
         let partition_rate = rate(&mut r, 0.6);
+        let kill_rate = rate(&mut r, 0.5);
         let hold_rate = rate(&mut r, 0.4);
         let crash_rate = rate(&mut r, 0.3);
         let broker_restart_rate = rate(&mut r, 0.15);
@@ -74,6 +78,7 @@ impl Swarm {
         Swarm {
             tasks: r.range(5, 60) as usize,
             partition_rate,
+            kill_rate,
             hold_rate,
             crash_rate,
             broker_restart_rate,
@@ -82,7 +87,8 @@ impl Swarm {
             claim,
             prefetch: [1, 4, 16, 64][r.range(0, 3) as usize],
             heartbeat_ms: [300, 500, 1000][r.range(0, 2) as usize],
-            fsync_max: Duration::from_millis(r.range(1, 20)),
+            // Now and then a slow disk: commits that take a heartbeat or so.
+            fsync_max: Duration::from_millis(if r.chance(0.25) { r.range(50, 400) } else { r.range(1, 20) }),
             work_max: Duration::from_millis(r.range(1, 200)),
         }
     }
@@ -92,6 +98,7 @@ impl Swarm {
         let mut on = Vec::new();
         for (name, rate) in [
             ("partition", self.partition_rate),
+            ("kill", self.kill_rate),
             ("hold", self.hold_rate),
             ("crash", self.crash_rate),
             ("broker-restart", self.broker_restart_rate),
@@ -120,10 +127,11 @@ impl fmt::Display for Swarm {
         };
         write!(
             f,
-            "tasks={} partition={}/s hold={}/s crash={}/s broker-restart={}/s duplicate={} \
+            "tasks={} partition={}/s kill={}/s hold={}/s crash={}/s broker-restart={}/s duplicate={} \
              latency<={}ms claim={} prefetch={} heartbeat={}ms fsync<={}ms work<={}ms",
             self.tasks,
             self.partition_rate,
+            self.kill_rate,
             self.hold_rate,
             self.crash_rate,
             self.broker_restart_rate,

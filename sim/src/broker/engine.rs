@@ -159,6 +159,19 @@ impl Engine {
         self.dispatch();
     }
 
+    /// Closes a connection from the broker side at once (as
+    /// `rabbitmqctl close_connection` does): 320 CONNECTION_FORCED.
+    pub fn force_close(&mut self, conn: ConnId, text: &str) {
+        self.send(
+            conn,
+            ServerMethod::ConnectionClose {
+                code: code::CONNECTION_FORCED,
+                text: format!("CONNECTION_FORCED - {text}"),
+            },
+        );
+        self.detach(conn, &format!("closed by the broker: {text}"));
+    }
+
     pub fn heartbeat_ms(&self, conn: ConnId) -> u32 {
         self.conns.get(&conn).map_or(0, |c| c.heartbeat_ms)
     }

@@ -11,6 +11,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::clock::sleep_until;
 use turmoil::net::{TcpListener, TcpStream};
 
 use super::engine::Verdict;
@@ -106,12 +108,5 @@ fn heartbeat(broker: &Broker, conn: ConnId) -> Option<Duration> {
     match broker.engine.borrow().heartbeat_ms(conn) {
         0 => None,
         ms => Some(Duration::from_millis(ms.into())),
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

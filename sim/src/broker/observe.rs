@@ -147,6 +147,17 @@ impl Broker {
             .collect()
     }
 
+    /// Closes every connection whose client name `matches`, from the broker
+    /// side (an operator's `close_connection`); returns how many.
+    pub fn force_close(&self, matches: impl Fn(&str) -> bool, text: &str) -> usize {
+        let mut e = self.engine.borrow_mut();
+        let conns: Vec<ConnId> = e.conns.iter().filter(|(_, c)| matches(&c.client)).map(|(id, _)| *id).collect();
+        for conn in &conns {
+            e.force_close(*conn, text);
+        }
+        conns.len()
+    }
+
     /// Stores a message in `queue` directly, as the management API would
     /// (for setting up a scenario without a publishing client). Panics on an
     /// unknown queue.

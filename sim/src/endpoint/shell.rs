@@ -18,6 +18,8 @@ use tokio::sync::mpsc::{self, UnboundedSender};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::clock::sleep_until;
+
 use super::{convert, Endpoint, Record};
 use crate::rng::Rng;
 use crate::wire::session::{self, ConnEvent, Dial};
@@ -416,12 +418,5 @@ fn status_text(s: &Status) -> String {
     match s {
         Status::Disconnected { reason, .. } => format!("Disconnected({reason})"),
         other => format!("{other:?}"),
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

@@ -12,6 +12,8 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+
+use crate::clock::sleep_until;
 use turmoil::net::TcpStream;
 
 use super::link::Link;
@@ -114,12 +116,5 @@ async fn run(dial: Dial, mut emit: impl FnMut(ConnEvent) -> bool) -> Result<Stri
                 }
             }
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

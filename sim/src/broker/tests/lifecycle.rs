@@ -124,6 +124,27 @@ fn heartbeat_expiry_closes_a_silent_connection() {
 }
 
 #[test]
+fn forced_close_ends_the_connection_at_once_and_requeues() {
+    let broker = broker();
+    broker.enqueue("jobs", task(1));
+    let mut sim = sim(&broker);
+    let b = broker.clone();
+    sim.client("endpoint", async move {
+        let (mut c, _) = consumer("endpoint-1", "jobs", 10, false).await;
+        assert_eq!(delivery(&mut c).await.0, 1);
+        assert_eq!(b.force_close(|name| name == "endpoint-1", "test"), 1);
+        match c.next(T).await.unwrap() {
+            ServerMethod::ConnectionClose { code, .. } => assert_eq!(code, code::CONNECTION_FORCED),
+            other => panic!("expected ConnectionClose, got {other:?}"),
+        }
+        assert!(b.connections().is_empty());
+        assert_eq!(b.counts("jobs").ready, 1);
+        Ok(())
+    });
+    sim.run().unwrap();
+}
+
+#[test]
 fn method_on_an_unopened_channel_closes_the_connection() {
     let broker = broker();
     broker.enqueue("jobs", task(1));

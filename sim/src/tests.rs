@@ -1,0 +1,120 @@
+//! Whole-simulation tests: a fixed sample of seeds passes, a seed replays
+//! to the same trace, and every deliberately broken endpoint is caught by
+//! the invariant meant for it within a bounded number of seeds.
+//!
+//! Long sweeps stay behind the binary (`--seeds 0..1000`).
+
+use crate::run::{run, Outcome, RunOptions};
+use crate::sabotage::Sabotage;
+
+/// Seeds of the default sample.
+const SAMPLE: std::ops::Range<u64> = 0..40;
+
+#[test]
+fn a_sample_of_seeds_passes() {
+    let mut failed = Vec::new();
+    for seed in SAMPLE {
+        let report = run(&RunOptions::seed(seed));
+        if !report.outcome.passed() {
+            failed.push(format!("{}\n    reproduce: {}", report.summary(), report.reproduce()));
+        }
+    }
+    assert!(failed.is_empty(), "failed runs:\n{}", failed.join("\n"));
+}
+
+#[test]
+fn the_sample_draws_every_fault_class() {
+    let mut counts = crate::faults::FaultCounts::default();
+    for seed in SAMPLE {
+        let swarm = crate::swarm::Swarm::draw(seed);
+        counts.partitions += u32::from(swarm.partition_rate > 0.0);
+        counts.kills += u32::from(swarm.kill_rate > 0.0);
+        counts.holds += u32::from(swarm.hold_rate > 0.0);
+        counts.crashes += u32::from(swarm.crash_rate > 0.0);
+        counts.broker_restarts += u32::from(swarm.broker_restart_rate > 0.0);
+        counts.duplicates += u32::from(swarm.duplicate_at.is_some());
+    }
+    for (class, n) in [
+        ("partition", counts.partitions),
+        ("kill", counts.kills),
+        ("hold", counts.holds),
+        ("crash", counts.crashes),
+        ("broker restart", counts.broker_restarts),
+        ("duplicate", counts.duplicates),
+    ] {
+        assert!(n >= 5, "{class} drawn in only {n} of {} seeds", SAMPLE.end);
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_trace() {
+    // A seed with every kind of fault and a duplicate endpoint.
+    for seed in [2, 61] {
+        let a = run(&RunOptions::seed(seed));
+        let b = run(&RunOptions::seed(seed));
+        assert_eq!(a.trace_hash, b.trace_hash, "seed {seed}: {} vs {}", a.summary(), b.summary());
+        assert_eq!(a.fault_log, b.fault_log);
+        assert_eq!(a.outcome, b.outcome);
+        assert!(a.faults.total() > 0, "seed {seed} injected no fault");
+    }
+    assert_ne!(run(&RunOptions::seed(1)).trace_hash, run(&RunOptions::seed(2)).trace_hash);
+}
+
+#[test]
+fn no_time_to_heal_is_a_liveness_failure_not_a_safety_one() {
+    // Seed 281 needs about five simulated seconds after the heal.
+    let report = run(&RunOptions { heal_limit: std::time::Duration::from_secs(1), ..RunOptions::seed(281) });
+    match &report.outcome {
+        Outcome::Liveness { pending } => assert!(!pending.is_empty()),
+        other => panic!("expected a liveness failure, got {other}"),
+    }
+    assert!(run(&RunOptions::seed(281)).outcome.passed());
+}
+
+/// Runs `sabotage` on seeds from 0 until a run fails; the failure must be a
+/// safety violation of one of the invariants meant for it.
+fn caught_within(sabotage: Sabotage, bound: u64) -> (u64, &'static str) {
+    for seed in 0..bound {
+        let report = run(&RunOptions { sabotage: Some(sabotage), ..RunOptions::seed(seed) });
+        match report.outcome {
+            Outcome::Pass => continue,
+            Outcome::Safety { violation, .. } => {
+                assert!(
+                    sabotage.caught_by().contains(&violation.invariant),
+                    "{sabotage} caught by {} (expected {:?}): {}",
+                    violation.invariant,
+                    sabotage.caught_by(),
+                    violation.detail
+                );
+                return (seed, violation.invariant);
+            }
+            other => panic!("{sabotage} on seed {seed} failed otherwise: {other}"),
+        }
+    }
+    panic!("{sabotage} was not caught within {bound} seeds");
+}
+
+#[test]
+fn ack_before_commit_is_caught() {
+    let (seed, by) = caught_within(Sabotage::AckBeforeCommit, 5);
+    assert_eq!((seed, by), (0, "no_ack_before_durable"));
+}
+
+#[test]
+fn ack_of_stale_tags_is_caught() {
+    let (seed, _) = caught_within(Sabotage::AckStaleTags, 40);
+    assert!(seed < 40);
+}
+
+#[test]
+fn dropping_results_before_confirm_is_caught() {
+    let (seed, by) = caught_within(Sabotage::DropResultBeforeConfirm, 5);
+    assert_eq!((seed, by), (0, "no_result_dropped_before_confirm"));
+}
+
+#[test]
+fn skipping_exclusive_consume_is_caught() {
+    let (seed, by) = caught_within(Sabotage::NeverExclusive, 10);
+    assert_eq!(by, "at_most_one_consumer");
+    assert!(seed < 10);
+}
