@@ -182,7 +182,7 @@ impl fmt::Display for Malformed {
             Malformed::TooManyHeaders { count, limit } => write!(f, "{count} headers, at most {limit} allowed"),
             Malformed::BadHeader { name, problem } => write!(f, "header {name}: {problem}"),
             Malformed::BadRoutingKey(k) => write!(f, "routing key {k:?} is not <endpoint>.results"),
-            Malformed::UnknownTask(t) => write!(f, "result for unknown task {t}"),
+            Malformed::UnknownTask(t) => write!(f, "result for unknown task {:?}", t.as_str()),
             Malformed::NotOwner { sender, owner } => {
                 write!(f, "result sent by {sender:?} for a task owned by {owner}")
             }
@@ -244,7 +244,8 @@ fn string_header(raw: &RawMessage, name: &'static str, max: usize) -> Result<Opt
             Ok(Some(s.to_string()))
         }
         Some(other) => {
-            Err(Malformed::BadHeader { name, problem: format!("expected a string, found {}", other.type_name()) })
+            let found = other.type_name().escape_debug();
+            Err(Malformed::BadHeader { name, problem: format!("expected a string, found {found}") })
         }
     }
 }
@@ -304,7 +305,7 @@ pub fn decode_result(routing_key: &str, raw: &RawMessage, limits: TaskLimits) ->
         Some(other) => {
             return Err(Malformed::BadHeader {
                 name: STATUS_HEADER,
-                problem: format!("expected a string, found {}", other.type_name()),
+                problem: format!("expected a string, found {}", other.type_name().escape_debug()),
             })
         }
         None => return Err(Malformed::BadHeader { name: STATUS_HEADER, problem: "missing".into() }),
@@ -388,6 +389,29 @@ mod tests {
             decode_result("ep.results", &bad, LIMITS),
             Err(Malformed::BadHeader { name: STATUS_HEADER, .. })
         ));
+    }
+
+    #[test]
+    fn reasons_quote_what_the_sender_chose() {
+        // Found by the result_intake fuzz target: a task id may hold any
+        // text, and a reason is one line in a header and in the logs.
+        let id = TaskId::new("t\r\nforged log line").unwrap();
+        let text = Malformed::UnknownTask(id).to_string();
+        assert_eq!(text, r#"result for unknown task "t\r\nforged log line""#);
+        let text = Malformed::NotOwner { sender: "b\n".into(), owner: EndpointId::new("a").unwrap() }.to_string();
+        assert!(!text.contains('\n'), "{text}");
+        // Found by the task_decode fuzz target: a shell names other header
+        // types; whatever it names them, the reason stays on one line.
+        let mut raw = raw(Some(b"t"));
+        raw.headers = vec![(KIND_HEADER.into(), HeaderValue::Other("table\n".into()))];
+        let text = decode_task(&raw, LIMITS).unwrap_err().to_string();
+        assert_eq!(text, r"header tasklane-kind: expected a string, found table\n");
+        raw.headers = vec![
+            (ENDPOINT_HEADER.into(), HeaderValue::Str(b"ep".to_vec())),
+            (STATUS_HEADER.into(), HeaderValue::Other("\r".into())),
+        ];
+        let text = decode_result("ep.results", &raw, LIMITS).unwrap_err().to_string();
+        assert_eq!(text, r"header tasklane-status: expected a string, found \r");
     }
 
     #[test]
