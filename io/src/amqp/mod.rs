@@ -26,6 +26,7 @@
 //! # Ok(()) }
 //! ```
 
+mod connect;
 mod convert;
 mod events;
 mod url;
@@ -34,11 +35,12 @@ use amqprs::channel::{BasicPublishArguments, Channel};
 use amqprs::connection::Connection;
 use tokio::sync::mpsc::UnboundedSender;
 
+pub use connect::{connect, connect_with_info, ConnectionInfo};
 pub use convert::{
     header_value, headers_from_table, publish_properties, raw_message, table_from_headers, ConvertError,
 };
 pub use events::{watch_connection, ChannelEvent, ChannelEvents, CloseReason, ConnectionEvent, ConnectionEvents};
-pub use url::{AmqpUrl, ConnectOptions, UrlError, DEFAULT_HEARTBEAT};
+pub use url::{AmqpUrl, ConnectOptions, TlsOptions, UrlError, DEFAULT_HEARTBEAT};
 
 /// What went wrong talking to the broker.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +65,9 @@ pub enum Error {
         /// What amqprs reported.
         source: amqprs::error::Error,
     },
+    /// The TLS settings cannot be used (a CA, certificate or key file).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The broker closed the channel in answer to an operation.
     #[error("{op} failed: the broker closed the channel: {code} {text}")]
     ChannelClosed {
@@ -92,13 +97,6 @@ impl Error {
             _ => None,
         }
     }
-}
-
-/// Opens a connection. Runs the handshake to completion; a broker that
-/// accepts TCP but never answers keeps this pending, so callers that need a
-/// deadline give up on the result rather than dropping the future early.
-pub async fn connect(opts: &ConnectOptions) -> Result<Connection, Error> {
-    Connection::open(&opts.to_arguments()).await.map_err(|source| Error::Connect { url: opts.url.to_string(), source })
 }
 
 /// Opens a channel with a [`ChannelEvents`] callback sending `(key, event)`

@@ -2,6 +2,13 @@
 //! (<https://www.rabbitmq.com/docs/uri-spec>), and the connection options
 //! built from them.
 //!
+//! `amqps://` takes the TLS query parameters of RabbitMQ's URI query
+//! parameter spec (<https://www.rabbitmq.com/docs/uri-query-parameters>):
+//! `cacertfile` (PEM file of the CAs to trust instead of the public web
+//! roots), `certfile` and `keyfile` (a client certificate, PEM), and
+//! `server_name_indication` (the name to verify the broker's certificate
+//! against, when it is not the host).
+//!
 //! amqprs can parse URLs itself (`OpenConnectionArguments::try_from`, feature
 //! `urispec`), but in 2.1.5 it does not percent-decode the virtual host or
 //! the credentials (`/%2f` becomes the vhost `%2f`, not `/`), it panics on a
@@ -10,6 +17,7 @@
 //! one line.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use amqprs::connection::OpenConnectionArguments;
@@ -27,9 +35,6 @@ pub enum UrlError {
     /// The URL does not start with `amqp://` or `amqps://`.
     #[error("AMQP URL must start with amqp:// or amqps://")]
     Scheme,
-    /// `amqps://` needs TLS, which this build does not include.
-    #[error("amqps:// needs TLS support, which this build of tasklane does not include (amqprs feature `tls`)")]
-    TlsUnsupported,
     /// No host between `//` and the port or path.
     #[error("AMQP URL has no host")]
     NoHost,
@@ -65,6 +70,22 @@ pub struct AmqpUrl {
     vhost: String,
     heartbeat: Option<u16>,
     connection_name: Option<String>,
+    tls_options: TlsOptions,
+}
+
+/// TLS settings of an `amqps://` connection. With no CA file, the broker's
+/// certificate must chain to the public web roots (webpki-roots).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// PEM file of the CAs to trust (`cacertfile`).
+    pub ca_file: Option<PathBuf>,
+    /// PEM file of the client certificate chain (`certfile`); needs `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// PEM file of the client's private key (`keyfile`).
+    pub key_file: Option<PathBuf>,
+    /// Name the broker's certificate must be valid for, when it is not the
+    /// URL's host (`server_name_indication`).
+    pub server_name: Option<String>,
 }
 
 impl AmqpUrl {
@@ -121,7 +142,17 @@ impl AmqpUrl {
             Some(p) if p.contains('/') => return Err(UrlError::Path(p.to_string())),
             Some(p) => decode(p, "virtual host")?,
         };
-        let mut parsed = Self { tls, host, port, username, password, vhost, heartbeat: None, connection_name: None };
+        let mut parsed = Self {
+            tls,
+            host,
+            port,
+            username,
+            password,
+            vhost,
+            heartbeat: None,
+            connection_name: None,
+            tls_options: TlsOptions::default(),
+        };
         for pair in query.into_iter().flat_map(|q| q.split('&')).filter(|p| !p.is_empty()) {
             let Some((key, value)) = pair.split_once('=') else {
                 return Err(UrlError::Param(format!("{pair:?} has no '=value'")));
@@ -135,15 +166,24 @@ impl AmqpUrl {
                     parsed.heartbeat = Some(hb);
                 }
                 "connection_name" => parsed.connection_name = Some(value),
+                "cacertfile" | "certfile" | "keyfile" | "server_name_indication" if !tls => {
+                    return Err(UrlError::Param(format!("{key} needs an amqps:// URL")))
+                }
+                "cacertfile" => parsed.tls_options.ca_file = Some(value.into()),
+                "certfile" => parsed.tls_options.cert_file = Some(value.into()),
+                "keyfile" => parsed.tls_options.key_file = Some(value.into()),
+                "server_name_indication" => parsed.tls_options.server_name = Some(value),
                 other => {
                     return Err(UrlError::Param(format!(
-                        "{other:?} is not supported (supported: heartbeat, connection_name)"
+                        "{other:?} is not supported (supported: heartbeat, connection_name, and with amqps:// \
+                         cacertfile, certfile, keyfile, server_name_indication)"
                     )))
                 }
             }
         }
-        if tls {
-            return Err(UrlError::TlsUnsupported);
+        let t = &parsed.tls_options;
+        if t.cert_file.is_some() != t.key_file.is_some() {
+            return Err(UrlError::Param("certfile and keyfile go together".into()));
         }
         Ok(parsed)
     }
@@ -187,6 +227,11 @@ impl AmqpUrl {
     pub fn connection_name(&self) -> Option<&str> {
         self.connection_name.as_deref()
     }
+
+    /// The TLS parameters (all `None` for `amqp://`).
+    pub fn tls_options(&self) -> &TlsOptions {
+        &self.tls_options
+    }
 }
 
 impl FromStr for AmqpUrl {
@@ -223,6 +268,8 @@ pub struct ConnectOptions {
     pub heartbeat: u16,
     /// Name shown in the broker's management UI and logs.
     pub connection_name: Option<String>,
+    /// TLS settings, used when the URL is `amqps://`.
+    pub tls: TlsOptions,
 }
 
 impl ConnectOptions {
@@ -232,6 +279,7 @@ impl ConnectOptions {
         Self {
             heartbeat: url.heartbeat.unwrap_or(DEFAULT_HEARTBEAT),
             connection_name: url.connection_name.clone(),
+            tls: url.tls_options.clone(),
             url,
         }
     }
@@ -253,7 +301,14 @@ impl ConnectOptions {
         self
     }
 
-    /// The amqprs arguments these options stand for.
+    /// Trusts the CAs in PEM file `path` for `amqps://`.
+    pub fn with_tls_ca(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls.ca_file = Some(path.into());
+        self
+    }
+
+    /// The amqprs arguments these options stand for, without TLS
+    /// ([`crate::amqp::connect`] adds it, since it reads files).
     pub fn to_arguments(&self) -> OpenConnectionArguments {
         let u = &self.url;
         let mut args = OpenConnectionArguments::new(&u.host, u.port, &u.username, &u.password);
@@ -350,6 +405,19 @@ mod tests {
     }
 
     #[test]
+    fn amqps_takes_the_tls_parameters() {
+        let u = AmqpUrl::parse("amqps://u:p@127.0.0.1/v?cacertfile=%2Fetc%2Fca.pem&server_name_indication=broker.lan")
+            .unwrap();
+        assert!(u.is_tls());
+        assert_eq!(u.port(), 5671);
+        assert_eq!(u.tls_options().ca_file.as_deref(), Some(std::path::Path::new("/etc/ca.pem")));
+        assert_eq!(u.tls_options().server_name.as_deref(), Some("broker.lan"));
+        assert_eq!(u.to_string(), "amqps://u:***@127.0.0.1:5671/v");
+        let o = ConnectOptions::new(u).with_tls_ca("/other.pem");
+        assert_eq!(o.tls.ca_file.as_deref(), Some(std::path::Path::new("/other.pem")));
+    }
+
+    #[test]
     fn bad_urls_say_what_is_wrong() {
         let err = |s: &str| AmqpUrl::parse(s).unwrap_err().to_string();
         assert_eq!(err("http://x"), "AMQP URL must start with amqp:// or amqps://");
@@ -365,7 +433,8 @@ mod tests {
         assert!(err("amqp://h?heartbeat=-1").contains("heartbeat=\"-1\""));
         assert!(err("amqp://h?frame_max=1").contains("not supported"));
         assert_eq!(err("amqp://h#x"), "AMQP URL must not have a #fragment");
-        assert!(err("amqps://h").contains("TLS"));
+        assert!(err("amqp://h?cacertfile=/ca.pem").contains("needs an amqps:// URL"));
+        assert_eq!(err("amqps://h?certfile=/c.pem"), "AMQP URL parameter certfile and keyfile go together");
         assert!(!err("amqp://u:secret@h:x").contains("secret"));
     }
 }

@@ -94,7 +94,10 @@ pub struct EndpointArgs {
 
 /// Parses `--amqp`; a bad URL is a usage error.
 pub fn connect_options(g: &Global, name: &str) -> Result<ConnectOptions, Failure> {
-    let opts = ConnectOptions::parse(&g.amqp).map_err(|e| Failure::Usage(format!("--amqp: {e}")))?;
+    let mut opts = ConnectOptions::parse(&g.amqp).map_err(|e| Failure::Usage(format!("--amqp: {e}")))?;
+    if let Some(ca) = &g.tls_ca {
+        opts = opts.with_tls_ca(ca);
+    }
     Ok(opts.with_connection_name(name))
 }
 

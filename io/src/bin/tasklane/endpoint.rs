@@ -67,9 +67,12 @@ pub async fn start(
     heartbeat: u16,
 ) -> Result<RunningEndpoint, Failure> {
     connect_options(g, "")?; // a bad URL is a usage error, as everywhere
-    let config = EndpointConfig::new(&g.amqp, endpoint.as_str(), spool)
+    let mut config = EndpointConfig::new(&g.amqp, endpoint.as_str(), spool)
         .map_err(|e| Failure::Usage(e.to_string()))?
         .heartbeat(heartbeat);
+    if let Some(ca) = &g.tls_ca {
+        config.amqp.tls.ca_file = Some(ca.clone());
+    }
     let ep = Endpoint::open(config).await.map_err(|e| match e {
         EndpointError::Url(_) | EndpointError::EndpointId(..) => Failure::Usage(e.to_string()),
         e => Failure::runtime(format!("cannot start endpoint {endpoint}"), e),

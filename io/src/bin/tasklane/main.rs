@@ -42,6 +42,10 @@ pub struct Global {
     /// AMQP URL of the broker (the path is the vhost: %2f for "/").
     #[arg(long = "amqp", value_name = "URL", env = "TASKLANE_AMQP_URL", default_value = DEFAULT_URL, global = true, hide_env_values = true)]
     pub amqp: String,
+    /// For amqps:// URLs: PEM file of the CAs to trust instead of the public
+    /// web roots (same as the URL's ?cacertfile=).
+    #[arg(long = "tls-ca", value_name = "FILE", env = "TASKLANE_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
     /// Directory of the service's own LMDB store (task tracking, result dedup).
     #[arg(long = "store", value_name = "DIR", default_value = "./tasklane-service", global = true)]
     pub store: PathBuf,
