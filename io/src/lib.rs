@@ -6,6 +6,7 @@
 //! service side and the CLI.
 
 pub mod amqp;
+pub mod dispatch;
 pub mod endpoint;
 pub mod service;
 pub mod spool;
