@@ -9,6 +9,7 @@
 //! channel its [`tasklane_core::DeliveryTag`] names, or nowhere.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use amqprs::channel::{
@@ -21,9 +22,10 @@ use amqprs::{BasicProperties, Deliver};
 use async_trait::async_trait;
 use tasklane_core::{Amqp, ChannelId, ConnId, Input};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::amqp::{self, ChannelEvent, CloseReason, ConnectOptions, ConnectionEvent};
+use crate::amqp::{self, ChannelEvent, CloseReason, ConnectOptions, ConnectionEvent, ConnectionInfo};
 
 /// AMQP reply codes of a refused exclusive consume.
 const ACCESS_REFUSED: u16 = 403;
@@ -37,6 +39,9 @@ pub(super) struct Sinks {
     pub inputs: UnboundedSender<Input>,
     pub conn_events: UnboundedSender<(ConnId, ConnectionEvent)>,
     pub channel_events: UnboundedSender<(ChannelId, ChannelEvent)>,
+    /// The live connection, for status pages: set by the newest attempt
+    /// once connected, cleared by it when it ends.
+    pub connection: Arc<watch::Sender<Option<(ConnId, ConnectionInfo)>>>,
 }
 
 pub(super) enum ConnCmd {
@@ -55,7 +60,8 @@ impl ConnHandle {
     /// Starts connecting as attempt `id`.
     pub fn spawn(id: ConnId, opts: ConnectOptions, sinks: Sinks) -> Self {
         let (cmds, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(tracing::Instrument::in_current_span(run(id, opts, rx, sinks)));
+        let span = tracing::info_span!("connection", conn = id.0, peer = tracing::field::Empty);
+        let task = tokio::spawn(tracing::Instrument::instrument(run(id, opts, rx, sinks), span));
         Self { id, cmds, task }
     }
 }
@@ -92,8 +98,8 @@ struct Session {
 const CHANNEL_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 async fn run(id: ConnId, opts: ConnectOptions, mut cmds: UnboundedReceiver<ConnCmd>, sinks: Sinks) {
-    let conn = match amqp::connect(&opts).await {
-        Ok(conn) => conn,
+    let (conn, info) = match amqp::connect_with_info(&opts).await {
+        Ok(connected) => connected,
         Err(e) => {
             let _ = sinks.inputs.send(Input::ConnectFailed { conn: id, reason: e.to_string() });
             return;
@@ -104,7 +110,15 @@ async fn run(id: ConnId, opts: ConnectOptions, mut cmds: UnboundedReceiver<ConnC
         let _ = conn.close().await;
         return;
     }
-    tracing::debug!(conn = id.0, url = %opts.url, "connected");
+    tracing::Span::current().record("peer", tracing::field::display(info.peer));
+    tracing::info!(url = %opts.url, name = %info.name, tls = info.tls, broker = %info.broker, "connected");
+    sinks.connection.send_if_modified(|current| {
+        let newer = current.as_ref().is_none_or(|(c, _)| *c <= id);
+        if newer {
+            *current = Some((id, info));
+        }
+        newer
+    });
     let _ = sinks.inputs.send(Input::Connected { conn: id });
     let mut s = Session { id, conn, sinks, channels: BTreeMap::new(), standby: None };
     let reason = loop {
@@ -117,7 +131,14 @@ async fn run(id: ConnId, opts: ConnectOptions, mut cmds: UnboundedReceiver<ConnC
             _ = tokio::time::sleep(STANDBY_POLL), if s.standby.is_some() => s.poll_standby().await,
         }
     };
-    tracing::debug!(conn = s.id.0, %reason, "closing connection");
+    tracing::debug!(%reason, "closing connection");
+    s.sinks.connection.send_if_modified(|current| {
+        let ours = current.as_ref().is_some_and(|(c, _)| *c == id);
+        if ours {
+            *current = None;
+        }
+        ours
+    });
     // Close the channels first: amqprs logs an error for every channel
     // still open when the connection is gone. The connection is being
     // abandoned, so bounding these closes cannot break anything in use.

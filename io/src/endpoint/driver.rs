@@ -40,6 +40,10 @@ pub(super) struct Driver {
     pub tasks: mpsc::UnboundedSender<Task>,
     pub status: watch::Sender<Status>,
     pub counters: watch::Sender<Counters>,
+    /// Inbox and outbox lengths.
+    pub depths: watch::Sender<super::SpoolDepths>,
+    /// The live connection (set and cleared by the connection tasks).
+    pub connection: std::sync::Arc<watch::Sender<Option<(ConnId, crate::amqp::ConnectionInfo)>>>,
 }
 
 struct Channels {
@@ -50,11 +54,11 @@ struct Channels {
 }
 
 impl Channels {
-    fn new() -> Self {
+    fn new(connection: std::sync::Arc<watch::Sender<Option<(ConnId, crate::amqp::ConnectionInfo)>>>) -> Self {
         let (inputs_tx, inputs) = mpsc::unbounded_channel();
         let (conn_tx, conn_events) = mpsc::unbounded_channel();
         let (chan_tx, channel_events) = mpsc::unbounded_channel();
-        let sinks = Sinks { inputs: inputs_tx, conn_events: conn_tx, channel_events: chan_tx };
+        let sinks = Sinks { inputs: inputs_tx, conn_events: conn_tx, channel_events: chan_tx, connection };
         Self { sinks, inputs, conn_events, channel_events }
     }
 }
@@ -98,7 +102,7 @@ fn channel_input(channel: ChannelId, event: ChannelEvent) -> Input {
 impl Driver {
     /// Runs until shutdown (asked for, or every handle dropped).
     pub async fn run(mut self) {
-        let mut ch = Channels::new();
+        let mut ch = Channels::new(self.connection.clone());
         let mut conn: Option<ConnHandle> = None;
         let mut closing: Vec<ConnHandle> = Vec::new();
         let mut stop_deadline: Option<Instant> = None;
@@ -227,6 +231,12 @@ impl Driver {
             *c = counters;
             changed
         });
+        let depths = super::SpoolDepths { inbox: self.lane.inbox_len(), outbox: self.lane.outbox_len() };
+        self.depths.send_if_modified(|d| {
+            let changed = *d != depths;
+            *d = depths;
+            changed
+        });
     }
 
     /// After shutdown: let connections close and the spool writer commit
@@ -248,6 +258,15 @@ impl Driver {
         self.spool_reports.close();
         self.status.send_replace(Status::Closed);
         self.publish_state();
+        let (c, d) = (self.lane.counters(), *self.depths.borrow());
+        tracing::info!(
+            received = c.received,
+            completed = c.completed,
+            confirmed = c.confirmed,
+            inbox = d.inbox,
+            outbox = d.outbox,
+            "endpoint closed"
+        );
         let spool = self.spool;
         match tokio::task::spawn_blocking(move || spool.close()).await {
             Ok(Ok(())) => {}

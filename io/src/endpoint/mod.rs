@@ -28,13 +28,15 @@ mod conn;
 mod driver;
 
 use bytes::Bytes;
-use tasklane_core::{ConfigError, Counters, InvalidId, Lane, ResultStatus, Status, Task, TaskId, UsageError};
+use tasklane_core::{
+    ConfigError, ConnId, Counters, EndpointId, InvalidId, Lane, ResultStatus, Status, Task, TaskId, UsageError,
+};
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio::task::JoinHandle;
 
 pub use config::EndpointConfig;
 
-use crate::amqp::UrlError;
+use crate::amqp::{ConnectionInfo, UrlError};
 use crate::spool::{self, CorruptRecord, SpoolError};
 use driver::{AppCmd, Driver};
 
@@ -63,14 +65,26 @@ pub enum EndpointError {
     Closed,
 }
 
+/// How much the spool holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpoolDepths {
+    /// Tasks received and not completed.
+    pub inbox: usize,
+    /// Results not yet confirmed by the broker.
+    pub outbox: usize,
+}
+
 /// A running endpoint. Share it between workers behind an `Arc`: every
 /// method takes `&self`.
 #[derive(Debug)]
 pub struct Endpoint {
+    id: EndpointId,
     app: mpsc::UnboundedSender<AppCmd>,
     tasks: Mutex<mpsc::UnboundedReceiver<Task>>,
     status: watch::Receiver<Status>,
     counters: watch::Receiver<Counters>,
+    depths: watch::Receiver<SpoolDepths>,
+    connection: watch::Receiver<Option<(ConnId, ConnectionInfo)>>,
     driver: Mutex<Option<JoinHandle<()>>>,
     corrupt: Vec<CorruptRecord>,
 }
@@ -92,6 +106,9 @@ impl Endpoint {
         let (tasks_tx, tasks_rx) = mpsc::unbounded_channel();
         let (status_tx, status_rx) = watch::channel(lane.status().clone());
         let (counters_tx, counters_rx) = watch::channel(*lane.counters());
+        let depths = SpoolDepths { inbox: lane.inbox_len(), outbox: lane.outbox_len() };
+        let (depths_tx, depths_rx) = watch::channel(depths);
+        let (connection_tx, connection_rx) = watch::channel(None);
         let driver = Driver {
             lane,
             opts: amqp,
@@ -101,14 +118,22 @@ impl Endpoint {
             tasks: tasks_tx,
             status: status_tx,
             counters: counters_tx,
+            depths: depths_tx,
+            connection: std::sync::Arc::new(connection_tx),
         };
         let span = tracing::info_span!("endpoint", id = %endpoint);
+        span.in_scope(
+            || tracing::info!(url = %driver.opts.url, inbox = depths.inbox, outbox = depths.outbox, "endpoint opened"),
+        );
         let handle = tokio::spawn(tracing::Instrument::instrument(driver.run(), span));
         Ok(Self {
+            id: endpoint,
             app: app_tx,
             tasks: Mutex::new(tasks_rx),
             status: status_rx,
             counters: counters_rx,
+            depths: depths_rx,
+            connection: connection_rx,
             driver: Mutex::new(Some(handle)),
             corrupt: opened.corrupt,
         })
@@ -144,6 +169,22 @@ impl Endpoint {
     /// What the endpoint has done so far.
     pub fn counters(&self) -> Counters {
         *self.counters.borrow()
+    }
+
+    /// The endpoint's id.
+    pub fn id(&self) -> &EndpointId {
+        &self.id
+    }
+
+    /// How many tasks and results the spool holds now.
+    pub fn spool_depths(&self) -> SpoolDepths {
+        *self.depths.borrow()
+    }
+
+    /// The connection to the broker while there is one: its name, the
+    /// broker's address, TLS, the broker's version.
+    pub fn connection(&self) -> Option<ConnectionInfo> {
+        self.connection.borrow().as_ref().map(|(_, info)| info.clone())
     }
 
     /// Spool records found damaged at open (left out and quarantined).
