@@ -12,7 +12,7 @@ use tasklane_core::TaskId;
 
 use crate::broker::{Broker, Event, PublishOutcome, SettleKind, SettleRecord, DEAD, RESULTS};
 use crate::endpoint::{Endpoint, Record};
-use crate::service::{Service, ServiceRecord};
+use crate::service::{Service, ServiceRecord, MALFORMED_KEY};
 
 /// A broken safety invariant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -273,6 +273,15 @@ pub fn pending(v: &View) -> Option<String> {
             missing.len(),
             v.service.planned()
         ));
+    }
+    let dead: BTreeSet<String> = v
+        .broker
+        .messages(DEAD)
+        .into_iter()
+        .filter_map(|s| s.message.header_str(MALFORMED_KEY).map(str::to_owned))
+        .collect();
+    if let Some(key) = v.service.malformed().into_iter().find(|k| !dead.contains(k)) {
+        return Some(format!("malformed submission {key} is not in {DEAD}"));
     }
     for ep in v.endpoints {
         let (inbox, outbox) = (ep.spool().inbox_len(), ep.spool().outbox_len());

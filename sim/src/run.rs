@@ -188,8 +188,11 @@ pub fn run(opts: &RunOptions) -> Report {
         }
     }
     let mut plan_rng = Rng::new(seed).fork(0x91A4);
-    let mut times: Vec<Duration> = (0..swarm.tasks)
-        .map(|_| Duration::from_millis(plan_rng.range(0, FAULT_PHASE.as_millis() as u64 - 1000)))
+    let mut times: Vec<(Duration, bool)> = (0..swarm.tasks + swarm.malformed)
+        .map(|i| {
+            let at = plan_rng.range(0, FAULT_PHASE.as_millis() as u64 - 1000);
+            (Duration::from_millis(at), i >= swarm.tasks)
+        })
         .collect();
     times.sort();
     let id = EndpointId::new(ENDPOINT).expect("valid id");

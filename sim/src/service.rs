@@ -12,6 +12,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tasklane_core::message::KIND_HEADER;
 use tasklane_core::service::{ResultIntake, Verdict};
 use tasklane_core::{encode_task, EndpointId, Task, TaskId, TaskLimits};
 use tokio::sync::mpsc;
@@ -23,7 +24,11 @@ use crate::broker::RESULTS;
 use crate::clock::Clock;
 use crate::endpoint::{raw_to_wire, wire_to_raw};
 use crate::wire::session::{self, ConnEvent, Dial};
-use crate::wire::{ClientMethod, ServerMethod};
+use crate::wire::{ClientMethod, Message, ServerMethod};
+
+/// Header that names a malformed submission, so the oracles can find it in
+/// `tasklane.dead`.
+pub const MALFORMED_KEY: &str = "sim-malformed";
 
 /// One task to submit, and when (simulated time since the run began).
 #[derive(Clone, Debug)]
@@ -31,6 +36,25 @@ pub struct Submission {
     pub at: Duration,
     pub endpoint: EndpointId,
     pub task: Task,
+    /// Sent broken (no message id, or a `tasklane-kind` of the wrong type):
+    /// the endpoint must reject it so that it lands in `tasklane.dead`.
+    pub malformed: bool,
+}
+
+impl Submission {
+    /// The message as published.
+    pub fn message(&self) -> Message {
+        let mut m = raw_to_wire(&encode_task(&self.task));
+        if self.malformed {
+            m = m.with_header(MALFORMED_KEY, self.task.id.as_str());
+            if self.task.id.as_str().ends_with(['0', '2', '4', '6', '8']) {
+                m.message_id = None;
+            } else {
+                m = m.with_header(KIND_HEADER, 7i64);
+            }
+        }
+        m
+    }
 }
 
 /// What the service did, for the oracles and the trace.
@@ -72,9 +96,14 @@ impl Service {
         move || Box::pin(service.clone().run())
     }
 
-    /// Tasks in the plan.
+    /// Valid tasks in the plan.
     pub fn planned(&self) -> usize {
-        self.plan.len()
+        self.plan.iter().filter(|s| !s.malformed).count()
+    }
+
+    /// The keys of the malformed submissions.
+    pub fn malformed(&self) -> Vec<String> {
+        self.plan.iter().filter(|s| s.malformed).map(|s| s.task.id.as_str().to_owned()).collect()
     }
 
     /// Tasks whose result was accepted.
@@ -85,7 +114,11 @@ impl Service {
     /// Planned tasks without an accepted result, in plan order.
     pub fn missing(&self) -> Vec<TaskId> {
         let st = self.state.borrow();
-        self.plan.iter().filter(|s| !st.accepted.contains_key(&s.task.id)).map(|s| s.task.id.clone()).collect()
+        self.plan
+            .iter()
+            .filter(|s| !s.malformed && !st.accepted.contains_key(&s.task.id))
+            .map(|s| s.task.id.clone())
+            .collect()
     }
 
     /// Whether the result of `task` was accepted.
@@ -150,7 +183,9 @@ impl Service {
                         continue;
                     }
                     retry_at.remove(id);
-                    self.state.borrow_mut().owners.insert(id.clone(), sub.endpoint.clone());
+                    if !sub.malformed {
+                        self.state.borrow_mut().owners.insert(id.clone(), sub.endpoint.clone());
+                    }
                     let attempt = attempts.entry(id.clone()).or_default();
                     *attempt += 1;
                     self.record(ServiceRecord::Submitted { task: id.clone(), attempt: *attempt });
@@ -159,7 +194,7 @@ impl Service {
                         exchange: String::new(),
                         routing_key: sub.endpoint.task_queue(),
                         mandatory: true,
-                        message: raw_to_wire(&encode_task(&sub.task)),
+                        message: sub.message(),
                     });
                     in_flight.insert(next_tag, id.clone());
                     next_tag += 1;
@@ -251,20 +286,21 @@ fn take(in_flight: &mut BTreeMap<u64, TaskId>, tag: u64, multiple: bool) -> Vec<
     tags.into_iter().filter_map(|t| in_flight.remove(&t)).collect()
 }
 
-/// Makes the plan: `count` tasks for `endpoint`, submitted at the given
-/// offsets.
-pub fn plan(endpoint: &EndpointId, times: impl IntoIterator<Item = Duration>) -> Vec<Submission> {
+/// Makes the plan: tasks for `endpoint` submitted at the given offsets,
+/// the ones marked `true` malformed.
+pub fn plan(endpoint: &EndpointId, times: impl IntoIterator<Item = (Duration, bool)>) -> Vec<Submission> {
     times
         .into_iter()
         .enumerate()
-        .map(|(i, at)| Submission {
+        .map(|(i, (at, malformed))| Submission {
             at,
             endpoint: endpoint.clone(),
             task: Task {
-                id: TaskId::new(format!("task-{i:04}")).expect("valid id"),
+                id: TaskId::new(format!("{}-{i:04}", if malformed { "bad" } else { "task" })).expect("valid id"),
                 kind: None,
                 body: Bytes::from(format!("payload {i}")),
             },
+            malformed,
         })
         .collect()
 }

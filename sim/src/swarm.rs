@@ -23,6 +23,8 @@ pub enum Claim {
 pub struct Swarm {
     /// Tasks the service submits during the fault phase.
     pub tasks: usize,
+    /// Malformed messages among them, which must end in `tasklane.dead`.
+    pub malformed: usize,
     /// Link partitions per second (mid-stream connection loss: a turmoil
     /// partition stalls a stream, heartbeats end it).
     pub partition_rate: f64,
@@ -77,6 +79,7 @@ impl Swarm {
         };
         Swarm {
             tasks: r.range(5, 60) as usize,
+            malformed: if r.chance(0.3) { r.range(1, 3) as usize } else { 0 },
             partition_rate,
             kill_rate,
             hold_rate,
@@ -127,9 +130,10 @@ impl fmt::Display for Swarm {
         };
         write!(
             f,
-            "tasks={} partition={}/s kill={}/s hold={}/s crash={}/s broker-restart={}/s duplicate={} \
+            "tasks={} malformed={} partition={}/s kill={}/s hold={}/s crash={}/s broker-restart={}/s duplicate={} \
              latency<={}ms claim={} prefetch={} heartbeat={}ms fsync<={}ms work<={}ms",
             self.tasks,
+            self.malformed,
             self.partition_rate,
             self.kill_rate,
             self.hold_rate,
