@@ -34,6 +34,10 @@ impl Broker {
         Ok(Self { vhost: Vhost::create()?, runs: 0 })
     }
 
+    pub fn url(&self) -> String {
+        self.vhost.url()
+    }
+
     pub async fn connect(&self) -> Result<Connection, BenchError> {
         Ok(Connection::open(&amqp_args(broker_addr(), self.vhost.name())).await?)
     }

@@ -14,14 +14,17 @@
 //! the ratios are the result. The figures also go to `target/bench-e2e.json`.
 
 mod broker;
+mod disk;
+mod lane;
 mod latency;
 mod raw;
 mod report;
+mod rss;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use broker::{Broker, BODY_LEN};
 use latency::{Percentiles, Schedule};
@@ -50,15 +53,53 @@ pub enum BenchError {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Scenario {
+    Disk,
     Intake,
     Publish,
     Pipe,
     Latency,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Side {
+    Raw,
+    Tasklane,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Peak RSS of an endpoint while its spool holds many tasks.
+    Rss {
+        /// Tasks in the spool.
+        #[arg(long, default_value_t = 1_000_000)]
+        tasks: usize,
+        /// Where the JSON goes.
+        #[arg(long, default_value = "target/bench-rss.json")]
+        json: PathBuf,
+    },
+    #[command(hide = true)]
+    RssIntake(ChildArgs),
+    #[command(hide = true)]
+    RssReopen(ChildArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ChildArgs {
+    #[arg(long)]
+    url: String,
+    #[arg(long)]
+    endpoint: String,
+    #[arg(long)]
+    spool: PathBuf,
+    #[arg(long)]
+    tasks: usize,
+}
+
 #[derive(Parser, Debug)]
 #[command(about = "tasklane vs raw amqprs against the local RabbitMQ, side by side")]
 struct Args {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
     /// Prefilled tasks per throughput run.
     #[arg(long, default_value_t = 20_000)]
     tasks: usize,
@@ -77,9 +118,15 @@ struct Args {
     /// Tasks per latency run at 1,000 tasks/s.
     #[arg(long, default_value_t = 5000)]
     loaded_tasks: usize,
+    /// Samples of the disk probes (LMDB commit, fdatasync).
+    #[arg(long, default_value_t = 200)]
+    disk_samples: usize,
     /// Only these scenarios (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Scenario>,
+    /// Only this side (default: both; one side alone is for profiling).
+    #[arg(long, value_enum)]
+    side: Option<Side>,
     /// Where the JSON goes.
     #[arg(long, default_value = "target/bench-e2e.json")]
     json: PathBuf,
@@ -89,6 +136,14 @@ impl Args {
     fn runs(&self, s: Scenario) -> bool {
         self.only.is_empty() || self.only.contains(&s)
     }
+
+    fn raw(&self, s: Scenario) -> bool {
+        self.runs(s) && self.side != Some(Side::Tasklane)
+    }
+
+    fn tasklane(&self, s: Scenario) -> bool {
+        self.runs(s) && self.side != Some(Side::Raw)
+    }
 }
 
 fn secs(d: Duration) -> f64 {
@@ -97,11 +152,40 @@ fn secs(d: Duration) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let args = Args::parse();
-    if let Err(e) = run(args).await {
+    let mut args = Args::parse();
+    let result = match args.cmd.take() {
+        None => run(args).await,
+        Some(Cmd::Rss { tasks, json }) => run_rss(tasks, json).await,
+        Some(Cmd::RssIntake(c)) => rss::intake_child(&c.url, &c.endpoint, c.spool, c.tasks).await,
+        Some(Cmd::RssReopen(c)) => rss::reopen_child(&c.url, &c.endpoint, c.spool, c.tasks).await,
+    };
+    if let Err(e) = result {
         eprintln!("e2e: {e}");
         std::process::exit(1);
     }
+}
+
+async fn run_rss(tasks: usize, json: PathBuf) -> Result<(), BenchError> {
+    let mut broker = tokio::task::block_in_place(Broker::create)?;
+    let report = rss::run(&mut broker, tasks).await?;
+    println!("| phase | tasks in spool | peak RSS MiB | RSS MiB (heap + mapped spool) | spool file MiB | seconds |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (phase, m) in [("intake from the broker", &report.intake), ("reopen, all handed off again", &report.reopen)] {
+        println!(
+            "| {phase} | {} | {:.0} | {:.0} ({:.0} + {:.0}) | {:.0} | {:.0} |",
+            report.tasks, m.peak_rss_mib, m.rss_mib, m.rss_anon_mib, m.rss_file_mib, m.spool_file_mib, m.seconds
+        );
+    }
+    write_json(&json, &report)
+}
+
+fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> Result<(), BenchError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, serde_json::to_string_pretty(value)?)?;
+    eprintln!("figures written to {}", path.display());
+    Ok(())
 }
 
 async fn run(args: Args) -> Result<(), BenchError> {
@@ -118,13 +202,13 @@ async fn run(args: Args) -> Result<(), BenchError> {
     let mut raw_burst = Rate::default();
     let mut raw_publish = Rate::default();
     let mut raw_pipe = Rate::default();
-    let tasklane_intake = Rate::default();
-    let tasklane_results = Rate::default();
-    let tasklane_pipe = Rate::default();
+    let mut tasklane_intake = Rate::default();
+    let mut tasklane_results = Rate::default();
+    let mut tasklane_pipe = Rate::default();
 
     for round in 1..=args.rounds {
         eprintln!("round {round}/{}", args.rounds);
-        if args.runs(Scenario::Intake) {
+        if args.raw(Scenario::Intake) {
             for (mode, rate) in [
                 (AckMode::PerMessage, &mut raw_each),
                 (AckMode::Every(100), &mut raw_every100),
@@ -137,14 +221,24 @@ async fn run(args: Args) -> Result<(), BenchError> {
                 eprintln!("  raw consume {mode:?}: {:.0}/s", n as f64 / secs(t));
             }
         }
-        if args.runs(Scenario::Publish) {
+        if args.tasklane(Scenario::Intake) || args.tasklane(Scenario::Publish) {
+            let ep = broker.endpoint("tasklane-intake").await?;
+            broker.prefill(&ep, n).await?;
+            let (intake, results) = lane::intake_then_results(&broker, &ep, n, args.prefetch).await?;
+            tasklane_intake.push(n, secs(intake));
+            tasklane_results.push(n, secs(results));
+            eprintln!("  tasklane intake: {:.0}/s", n as f64 / secs(intake));
+            eprintln!("  tasklane result path: {:.0}/s", n as f64 / secs(results));
+            broker.purge_results().await?;
+        }
+        if args.raw(Scenario::Publish) {
             let ep = broker.endpoint("raw-publish").await?;
             let t = raw::publish(&broker, &ep, n, args.window).await?;
             raw_publish.push(n, secs(t));
             eprintln!("  raw confirmed publish: {:.0}/s", n as f64 / secs(t));
             broker.purge_results().await?;
         }
-        if args.runs(Scenario::Pipe) {
+        if args.raw(Scenario::Pipe) {
             let ep = broker.endpoint("raw-pipe").await?;
             broker.prefill(&ep, n).await?;
             let t = raw::pipe(&broker, &ep, n, args.prefetch, args.window).await?;
@@ -152,26 +246,66 @@ async fn run(args: Args) -> Result<(), BenchError> {
             eprintln!("  raw pipe: {:.0}/s", n as f64 / secs(t));
             broker.purge_results().await?;
         }
+        if args.tasklane(Scenario::Pipe) {
+            let ep = broker.endpoint("tasklane-pipe").await?;
+            broker.prefill(&ep, n).await?;
+            let t = lane::pipe(&broker, &ep, n, args.prefetch).await?;
+            tasklane_pipe.push(n, secs(t));
+            eprintln!("  tasklane pipe: {:.0}/s", n as f64 / secs(t));
+            broker.purge_results().await?;
+        }
     }
 
     let mut latency_rows = Vec::new();
+    if args.runs(Scenario::Disk) {
+        let probes: [(&'static str, disk::Probe); 2] =
+            [("LMDB commit of 1 task", disk::lmdb_commits), ("fdatasync of 4 KiB", disk::fdatasyncs)];
+        for (side, probe) in probes {
+            let samples = tokio::task::block_in_place(|| probe(args.disk_samples))?;
+            let p = Percentiles::of(&samples, 0);
+            eprintln!("  {side}: {p:?}");
+            latency_rows.push(LatencyRow {
+                side,
+                load: "one at a time".into(),
+                percentiles: p,
+                p99_target_ms: None,
+                met: None,
+            });
+        }
+    }
     if args.runs(Scenario::Latency) {
         let loads = [
             ("idle (100 tasks/s)", Schedule { rate: 100, count: args.idle_tasks }, None),
             ("1,000 tasks/s", Schedule { rate: 1000, count: args.loaded_tasks }, Some(3.0)),
         ];
-        for (load, schedule, _target) in loads {
-            let ep = broker.endpoint("raw-latency").await?;
-            let samples = raw::latency(&broker, &ep, args.prefetch, schedule).await?;
-            let p = Percentiles::of(&samples, schedule.count / 20);
-            eprintln!("  raw latency {load}: {p:?}");
-            latency_rows.push(LatencyRow {
-                side: "raw amqprs (delivery)",
-                load: load.into(),
-                percentiles: p,
-                p99_target_ms: None,
-                met: None,
-            });
+        for (load, schedule, target) in loads {
+            if args.raw(Scenario::Latency) {
+                let ep = broker.endpoint("raw-latency").await?;
+                let samples = raw::latency(&broker, &ep, args.prefetch, schedule).await?;
+                let p = Percentiles::of(&samples, schedule.count / 20);
+                eprintln!("  raw latency {load}: {p:?}");
+                latency_rows.push(LatencyRow {
+                    side: "raw amqprs (delivery)",
+                    load: load.into(),
+                    percentiles: p,
+                    p99_target_ms: None,
+                    met: None,
+                });
+            }
+            if args.tasklane(Scenario::Latency) {
+                let ep = broker.endpoint("tasklane-latency").await?;
+                let samples = lane::latency(&broker, &ep, args.prefetch, schedule).await?;
+                let p = Percentiles::of(&samples, schedule.count / 20);
+                eprintln!("  tasklane latency {load}: {p:?}");
+                latency_rows.push(LatencyRow {
+                    side: "tasklane (handoff)",
+                    load: load.into(),
+                    percentiles: p,
+                    p99_target_ms: target,
+                    met: target.map(|t| p.p99_ms <= t),
+                });
+                broker.purge_results().await?;
+            }
         }
     }
 
@@ -228,10 +362,5 @@ async fn run(args: Args) -> Result<(), BenchError> {
         latency: latency_rows,
     };
     println!("{}", report.table());
-    if let Some(dir) = args.json.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)?;
-    eprintln!("figures written to {}", args.json.display());
-    Ok(())
+    write_json(&args.json, &report)
 }

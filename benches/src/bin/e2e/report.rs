@@ -128,7 +128,7 @@ impl Report {
             );
         }
         if !self.latency.is_empty() {
-            out += "\n| handoff latency | load | samples | p50 ms | p99 ms | max ms | target |\n";
+            out += "\n| latency | load | samples | p50 ms | p99 ms | max ms | target |\n";
             out += "|---|---|---:|---:|---:|---:|---|\n";
             for l in &self.latency {
                 let p = l.percentiles;

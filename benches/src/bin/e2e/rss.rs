@@ -1,0 +1,126 @@
+//! Peak memory while a spool holds many tasks (default 1,000,000): one child
+//! process takes the tasks in through an endpoint (a no-op application that
+//! never completes them), another reopens the spool, as after a restart,
+//! and is handed every task again. Each child reports its own `VmHWM`, so
+//! the figures are the endpoint's and nothing else's.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tasklane_core::EndpointId;
+use tasklane_io::endpoint::{Endpoint, EndpointConfig};
+
+use crate::broker::Broker;
+use crate::BenchError;
+
+/// Memory figures of one child, from `/proc/self/status`, in MiB.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Memory {
+    /// Peak resident set over the process's life.
+    pub peak_rss_mib: f64,
+    /// Resident set when every task was spooled (or handed off again).
+    pub rss_mib: f64,
+    /// Of that: anonymous memory (heap) ...
+    pub rss_anon_mib: f64,
+    /// ... and mapped file pages (the LMDB map).
+    pub rss_file_mib: f64,
+    /// Size of the spool's data file.
+    pub spool_file_mib: f64,
+    /// How long the phase took.
+    pub seconds: f64,
+}
+
+fn status_kib(field: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok()))
+        .unwrap_or(f64::NAN)
+}
+
+fn measure(spool: &Path, started: Instant) -> Memory {
+    let mib = |kib: f64| kib / 1024.0;
+    let file = std::fs::metadata(spool.join("data.mdb")).map(|m| m.len() as f64 / (1 << 20) as f64).unwrap_or(f64::NAN);
+    Memory {
+        peak_rss_mib: mib(status_kib("VmHWM:")),
+        rss_mib: mib(status_kib("VmRSS:")),
+        rss_anon_mib: mib(status_kib("RssAnon:")),
+        rss_file_mib: mib(status_kib("RssFile:")),
+        spool_file_mib: file,
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// Both phases' figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct RssReport {
+    pub tasks: usize,
+    pub intake: Memory,
+    pub reopen: Memory,
+}
+
+/// The parent: prefills the queue, runs both children, collects figures.
+pub async fn run(broker: &mut Broker, tasks: usize) -> Result<RssReport, BenchError> {
+    let ep = broker.endpoint("tasklane-rss").await?;
+    eprintln!("prefilling {tasks} tasks ...");
+    let t0 = Instant::now();
+    broker.prefill(&ep, tasks).await?;
+    eprintln!("prefilled in {:.0} s", t0.elapsed().as_secs_f64());
+    let dir = tempfile::Builder::new().prefix("tasklane-bench-rss-").tempdir()?;
+    let intake = child("rss-intake", &broker.url(), &ep, dir.path(), tasks)?;
+    eprintln!("intake: {intake:?}");
+    let reopen = child("rss-reopen", &broker.url(), &ep, dir.path(), tasks)?;
+    eprintln!("reopen: {reopen:?}");
+    Ok(RssReport { tasks, intake, reopen })
+}
+
+fn child(mode: &str, url: &str, ep: &EndpointId, spool: &Path, tasks: usize) -> Result<Memory, BenchError> {
+    let out = Command::new(std::env::current_exe()?)
+        .args([mode, "--url", url, "--endpoint", ep.as_str(), "--tasks", &tasks.to_string()])
+        .arg("--spool")
+        .arg(spool)
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        return Err(BenchError::Check(format!("{mode} child failed: {}", out.status)));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+async fn open(url: &str, endpoint: &str, spool: &Path, tasks: usize) -> Result<Endpoint, BenchError> {
+    let cfg = EndpointConfig::new(url, endpoint, spool)
+        .map_err(|e| BenchError::Check(e.to_string()))?
+        .spool_bounds(tasks + 1, 4 << 30);
+    Endpoint::open(cfg).await.map_err(|e| BenchError::Check(e.to_string()))
+}
+
+/// Child: takes `tasks` tasks into a fresh spool and keeps them there.
+pub async fn intake_child(url: &str, endpoint: &str, spool: PathBuf, tasks: usize) -> Result<(), BenchError> {
+    let started = Instant::now();
+    let ep = open(url, endpoint, &spool, tasks).await?;
+    for _ in 0..tasks {
+        ep.next_task().await.ok_or_else(|| BenchError::Check("endpoint closed".into()))?;
+    }
+    while ep.counters().acked < tasks as u64 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let memory = measure(&spool, started);
+    ep.shutdown().await;
+    println!("{}", serde_json::to_string(&memory)?);
+    Ok(())
+}
+
+/// Child: reopens the spool and is handed every task again.
+pub async fn reopen_child(url: &str, endpoint: &str, spool: PathBuf, tasks: usize) -> Result<(), BenchError> {
+    let started = Instant::now();
+    let ep = open(url, endpoint, &spool, tasks).await?;
+    for _ in 0..tasks {
+        ep.next_task().await.ok_or_else(|| BenchError::Check("endpoint closed".into()))?;
+    }
+    let memory = measure(&spool, started);
+    ep.shutdown().await;
+    println!("{}", serde_json::to_string(&memory)?);
+    Ok(())
+}
