@@ -226,7 +226,10 @@ impl Lane {
 
     pub(super) fn on_consume_refused(&mut self, now: Instant, channel: ChannelId, code: u16, text: String) {
         let Conn::Up(s) = &mut self.conn else { return };
-        if s.consume != ConsumeChan::Subscribing(channel) {
+        // A delivery may come before the answer to the consume and makes the
+        // channel `Active`; a refusal still means the channel is gone, and
+        // its unsettled deliveries with it.
+        if !matches!(s.consume, ConsumeChan::Subscribing(c) | ConsumeChan::Active(c) if c == channel) {
             return;
         }
         let _ = (code, text);

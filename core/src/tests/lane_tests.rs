@@ -437,3 +437,32 @@ fn a_stalled_spool_reports_full_then_recovered() {
     assert_eq!(tail, [&Event::SpoolFull { reason: "map full at limit".into() }, &Event::SpoolRecovered]);
     assert_eq!(w.acks().len(), 1);
 }
+
+#[test]
+fn a_consume_refused_after_an_early_delivery_takes_the_delivery_with_it() {
+    // Found by the lane_inputs fuzz target: the first delivery counts as the
+    // consume's success, and a refusal that came after it was ignored, so
+    // the lane acked the delivery on the refused (closed) channel once its
+    // insert committed, and went on waiting for deliveries there.
+    let now = std::time::Instant::now();
+    let mut lane = Lane::new(now, cfg(), SpoolSnapshot::default()).unwrap();
+    let feed = |lane: &mut Lane, input: Input| -> Vec<Output> {
+        lane.handle(now, input).unwrap();
+        std::iter::from_fn(|| lane.poll()).collect()
+    };
+    let out = feed(&mut lane, Input::Timeout);
+    let Some(Output::Amqp(Amqp::Connect { conn })) = out.first().cloned() else { panic!("{out:?}") };
+    feed(&mut lane, Input::Connected { conn });
+    let consume = ChannelId(1);
+    feed(&mut lane, Input::ChannelOpened { channel: consume });
+    let out = feed(&mut lane, Input::QosOk { channel: consume });
+    assert!(out.iter().any(|o| matches!(o, Output::Amqp(Amqp::Consume { channel, .. }) if *channel == consume)));
+    let delivery = Input::Delivery { channel: consume, tag: 1, redelivered: false, message: task_msg("a") };
+    let out = feed(&mut lane, delivery);
+    let Some(Output::Spool(write)) = out.first().cloned() else { panic!("{out:?}") };
+    feed(&mut lane, Input::ConsumeRefused { channel: consume, code: 403, text: "ACCESS_REFUSED".into() });
+    assert_eq!(lane.status(), &Status::Standby);
+    let out = feed(&mut lane, Input::SpoolCommitted { upto: write.seq });
+    assert!(!out.iter().any(|o| matches!(o, Output::Amqp(Amqp::Ack { .. }))), "acked on a refused channel: {out:?}");
+    assert_eq!(lane.counters().acked, 0);
+}
