@@ -288,7 +288,9 @@ pub fn decode_result(routing_key: &str, raw: &RawMessage, limits: TaskLimits) ->
     let sender = routing_key
         .strip_suffix(".results")
         .and_then(|e| EndpointId::new(e).ok())
-        .ok_or_else(|| Malformed::BadRoutingKey(routing_key.chars().take(300).collect()))?;
+        // 80 characters show any endpoint's key (at most 72) and keep the
+        // reason under 1 KiB however each one escapes (up to 10 bytes).
+        .ok_or_else(|| Malformed::BadRoutingKey(routing_key.chars().take(80).collect()))?;
     let named = string_header(raw, ENDPOINT_HEADER, EndpointId::MAX_LEN)?
         .ok_or(Malformed::BadHeader { name: ENDPOINT_HEADER, problem: "missing".into() })?;
     if named != sender.as_str() {
@@ -412,6 +414,21 @@ mod tests {
         ];
         let text = decode_result("ep.results", &raw, LIMITS).unwrap_err().to_string();
         assert_eq!(text, r"header tasklane-status: expected a string, found \r");
+    }
+
+    #[test]
+    fn a_reason_stays_under_a_kilobyte_whatever_the_routing_key() {
+        // Found by the result_intake fuzz target: a routing key of control
+        // characters (a shortstr holds 255) escaped to a reason of over
+        // 1 KiB, which is sent as a header and logged as one line.
+        let mut raw = raw(Some(b"t"));
+        raw.headers = vec![(ENDPOINT_HEADER.into(), HeaderValue::Str(b"ep".to_vec()))];
+        for c in ['\u{1}', '\u{e0001}', '\0', 'a'] {
+            let key: String = std::iter::repeat_n(c, 255).collect();
+            let text = decode_result(&key, &raw, LIMITS).unwrap_err().to_string();
+            assert!(text.len() <= 1024, "a reason of {} bytes for {c:?}", text.len());
+            assert!(text.starts_with("routing key \""), "{text}");
+        }
     }
 
     #[test]
