@@ -8,11 +8,21 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The `tasklane` binary of this build profile, built once per test process
-/// (`cargo build` is a no-op when it is up to date).
+/// The `tasklane` binary of this build profile: the one `cargo test` built
+/// for this test when it says so (`CARGO_BIN_EXE_tasklane`, set at run time
+/// by cargo 1.94 and later for the tests of `tasklane-io`), otherwise built
+/// once per test process.
+///
+/// The nested `cargo build` is the fallback only: its features differ from
+/// those of `cargo test` (no dev-dependencies), so it rebuilds the binary,
+/// which costs minutes on a small machine, and waits for any other cargo
+/// holding the build directory.
 pub fn tasklane_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("CARGO_BIN_EXE_tasklane").map(PathBuf::from).filter(|b| b.exists()) {
+            return bin;
+        }
         let exe = std::env::current_exe().expect("test executable path");
         // target/<profile>/deps/<test> -> target/<profile>
         let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps layout");
