@@ -141,6 +141,12 @@ impl Config {
         if self.handshake_timeout.is_zero() {
             return bad("handshake_timeout", "must be above zero");
         }
+        if self.blocked_timeout.is_zero() {
+            return bad(
+                "blocked_timeout",
+                "must be above zero, or any connection.blocked drops the connection at once",
+            );
+        }
         Ok(())
     }
 }

@@ -298,6 +298,28 @@ fn blocked_connection_is_dropped_after_the_timeout() {
 }
 
 #[test]
+fn a_block_lifted_in_time_keeps_the_connection_and_a_new_block_starts_the_clock_again() {
+    let mut c = cfg();
+    c.blocked_timeout = Duration::from_secs(10);
+    let mut w = World::new(c);
+    w.drive();
+    let conn = w.broker.conn.unwrap();
+    w.feed(Input::Blocked { conn, reason: "disk alarm".into() });
+    w.drive_for(Duration::from_secs(9));
+    w.feed(Input::Unblocked { conn });
+    assert_eq!(w.lane.status(), &Status::Consuming);
+    w.drive_for(Duration::from_secs(1));
+    w.feed(Input::Blocked { conn, reason: "disk alarm again".into() });
+    w.drive_for(Duration::from_secs(9));
+    assert_eq!(w.lane.status(), &Status::Blocked { reason: "disk alarm again".into() });
+    assert!(!w.commands.iter().any(|c| matches!(c, Amqp::Disconnect { .. })), "19 s blocked in all, never 10 s on end");
+    w.drive_for(Duration::from_secs(2));
+    assert!(w.commands.iter().any(|c| matches!(c, Amqp::Disconnect { conn: c, reason } if *c == conn
+        && reason == "blocked by broker for too long: disk alarm again")));
+    assert_eq!(w.lane.counters().disconnects, 1);
+}
+
+#[test]
 fn recovery_rehands_the_inbox_and_republishes_the_outbox() {
     let mut w = World::new(cfg());
     w.app.auto_complete = false;
@@ -400,6 +422,10 @@ fn config_validation_names_the_field() {
     c.prefetch = 0;
     let err = Lane::new(std::time::Instant::now(), c, SpoolSnapshot::default()).unwrap_err();
     assert!(err.to_string().starts_with("prefetch:"), "{err}");
+    let mut c = cfg();
+    c.blocked_timeout = Duration::ZERO;
+    let err = Lane::new(std::time::Instant::now(), c, SpoolSnapshot::default()).unwrap_err();
+    assert!(err.to_string().starts_with("blocked_timeout:"), "{err}");
 }
 
 #[test]
