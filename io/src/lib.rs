@@ -9,4 +9,5 @@ pub mod amqp;
 pub mod dispatch;
 pub mod endpoint;
 pub mod service;
+pub mod settings;
 pub mod spool;

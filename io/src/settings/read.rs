@@ -1,0 +1,144 @@
+//! Reading settings from TOML and from `TASKLANE_*` variables: one table of
+//! keys, one parser per key, the same checks for both sources.
+
+use tasklane_core::ConsumeMode;
+
+use super::EndpointSettings;
+
+/// Prefix of the environment variables: `TASKLANE_` + the key in capitals.
+pub const ENV_PREFIX: &str = "TASKLANE_";
+
+/// Every key a settings file may have.
+pub const KEYS: [&str; 12] = [
+    "amqp_url",
+    "tls_ca",
+    "endpoint",
+    "spool_dir",
+    "metrics",
+    "heartbeat_secs",
+    "blocked_timeout_secs",
+    "prefetch",
+    "consume_mode",
+    "max_spooled_tasks",
+    "max_spooled_bytes",
+    "max_body_bytes",
+];
+
+/// Longest blocked-connection timeout: a day. A larger one would only
+/// postpone the reconnect past any use, and an unbounded one could overflow
+/// the deadline arithmetic.
+const MAX_BLOCKED_TIMEOUT_SECS: i64 = 86_400;
+
+/// A value as a source gives it.
+enum Raw<'a> {
+    Toml(&'a toml::Value),
+    Env(&'a str),
+}
+
+fn text(raw: Raw) -> Result<String, String> {
+    let s = match raw {
+        Raw::Toml(toml::Value::String(s)) => s.as_str(),
+        Raw::Toml(v) => return Err(format!("must be a string, not {}", article(v.type_str()))),
+        Raw::Env(s) => s,
+    };
+    if s.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(s.to_string())
+}
+
+fn int(raw: Raw, min: i64, max: i64) -> Result<i64, String> {
+    let n = match raw {
+        Raw::Toml(toml::Value::Integer(n)) => *n,
+        Raw::Toml(v) => return Err(format!("must be an integer, not {}", article(v.type_str()))),
+        Raw::Env(s) => s.trim().parse().map_err(|_| format!("must be an integer, not {s:?}"))?,
+    };
+    if (min..=max).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("must be from {min} to {max}, not {n}"))
+    }
+}
+
+fn article(type_str: &str) -> String {
+    match type_str {
+        "integer" | "array" => format!("an {type_str}"),
+        _ => format!("a {type_str}"),
+    }
+}
+
+/// Sets `key` from `raw`. `Ok(false)`: no such key.
+fn assign(s: &mut EndpointSettings, key: &str, raw: Raw) -> Result<bool, String> {
+    let big = i64::MAX;
+    match key {
+        "amqp_url" => s.amqp_url = Some(text(raw)?),
+        "tls_ca" => s.tls_ca = Some(text(raw)?.into()),
+        "endpoint" => s.endpoint = Some(text(raw)?),
+        "spool_dir" => s.spool_dir = Some(text(raw)?.into()),
+        "metrics" => {
+            let addr = text(raw)?;
+            let parsed = addr.trim().parse().map_err(|_| format!("{addr:?} is not an address like 127.0.0.1:9464"))?;
+            s.metrics = Some(parsed);
+        }
+        "heartbeat_secs" => s.heartbeat_secs = Some(int(raw, 1, u16::MAX.into())? as u16),
+        "blocked_timeout_secs" => s.blocked_timeout_secs = Some(int(raw, 1, MAX_BLOCKED_TIMEOUT_SECS)? as u64),
+        "prefetch" => s.prefetch = Some(int(raw, 1, u16::MAX.into())? as u16),
+        "consume_mode" => {
+            s.consume_mode = Some(match text(raw)?.trim() {
+                "single-active" => ConsumeMode::SingleActive,
+                "exclusive" => ConsumeMode::Exclusive,
+                other => return Err(format!("must be \"single-active\" or \"exclusive\", not {other:?}")),
+            })
+        }
+        "max_spooled_tasks" => s.max_spooled_tasks = Some(int(raw, 1, big)? as usize),
+        "max_spooled_bytes" => s.max_spooled_bytes = Some(int(raw, 1, big)? as u64),
+        "max_body_bytes" => s.max_body_bytes = Some(int(raw, 1, big)? as usize),
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// Line (from 1) of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1
+}
+
+/// Reads the TOML `text` of file `source` into `s`; every problem found.
+pub(super) fn toml_into(s: &mut EndpointSettings, text: &str, source: &str) -> super::Problems {
+    let table: toml::Table = match toml::from_str(text) {
+        Ok(table) => table,
+        Err(e) => {
+            let at = e.span().map(|span| format!(" (line {})", line_of(text, span.start))).unwrap_or_default();
+            let message = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+            return super::Problems(vec![format!("{source}: not valid TOML{at}: {message}")]);
+        }
+    };
+    let mut problems = Vec::new();
+    for (key, value) in &table {
+        match assign(s, key, Raw::Toml(value)) {
+            Ok(true) => {}
+            Ok(false) => problems.push(format!("{source}: {key}: unknown setting (known: {})", KEYS.join(", "))),
+            Err(problem) => problems.push(format!("{source}: {key}: {problem}")),
+        }
+    }
+    super::Problems(problems)
+}
+
+/// Applies the `TASKLANE_<KEY>` variables among `vars` to `s`; every
+/// problem found. Variables that name no key are left alone: other tools
+/// use the prefix too.
+pub(super) fn env_into(s: &mut EndpointSettings, vars: impl IntoIterator<Item = (String, String)>) -> super::Problems {
+    let mut problems = Vec::new();
+    let mut vars: Vec<(String, String)> = vars.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+    vars.sort();
+    for (var, value) in vars {
+        let key = var[ENV_PREFIX.len()..].to_lowercase();
+        if !KEYS.contains(&key.as_str()) {
+            continue;
+        }
+        if let Err(problem) = assign(s, &key, Raw::Env(&value)) {
+            problems.push(format!("{var}: {problem}"));
+        }
+    }
+    super::Problems(problems)
+}

@@ -1,0 +1,139 @@
+use std::time::Duration;
+
+use tasklane_core::ConsumeMode;
+
+use super::{EndpointSettings, Problems};
+
+const FULL: &str = r#"
+amqp_url = "amqp://ep-1:pw@broker.example:5672/prod"
+tls_ca = "/etc/tasklane/ca.pem"
+endpoint = "ep-1"
+spool_dir = "/var/lib/tasklane/ep-1"
+metrics = "127.0.0.1:9464"
+heartbeat_secs = 5
+blocked_timeout_secs = 45
+prefetch = 250
+consume_mode = "exclusive"
+max_spooled_tasks = 5000
+max_spooled_bytes = 104857600
+max_body_bytes = 1048576
+"#;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[test]
+fn every_key_reaches_the_endpoint_configuration() {
+    let (cfg, metrics) = EndpointSettings::from_toml(FULL, "f.toml").unwrap().build().unwrap();
+    assert_eq!(cfg.amqp.url.host(), "broker.example");
+    assert_eq!(cfg.amqp.url.vhost(), "prod");
+    assert_eq!(cfg.amqp.tls.ca_file.as_deref(), Some(std::path::Path::new("/etc/tasklane/ca.pem")));
+    assert_eq!(cfg.lane.endpoint.as_str(), "ep-1");
+    assert_eq!(cfg.spool_dir, std::path::Path::new("/var/lib/tasklane/ep-1"));
+    assert_eq!(metrics, Some("127.0.0.1:9464".parse().unwrap()));
+    assert_eq!(cfg.amqp.heartbeat, 5);
+    assert_eq!(cfg.lane.blocked_timeout, Duration::from_secs(45));
+    assert_eq!(cfg.lane.prefetch, 250);
+    assert_eq!(cfg.lane.consume_mode, ConsumeMode::Exclusive);
+    assert_eq!(
+        (cfg.lane.max_spooled_tasks, cfg.lane.max_spooled_bytes, cfg.lane.max_body_bytes),
+        (5000, 100 << 20, 1 << 20)
+    );
+}
+
+#[test]
+fn the_environment_overrides_the_file_and_ignores_foreign_variables() {
+    let mut s = EndpointSettings::from_toml(FULL, "f.toml").unwrap();
+    s.apply_env(env(&[
+        ("TASKLANE_HEARTBEAT_SECS", "20"),
+        ("TASKLANE_BLOCKED_TIMEOUT_SECS", "90"),
+        ("TASKLANE_CONSUME_MODE", "single-active"),
+        ("TASKLANE_TEST_TLS_DIR", "/not/a/setting"),
+        ("HEARTBEAT_SECS", "1"),
+    ]))
+    .unwrap();
+    let (cfg, _) = s.build().unwrap();
+    assert_eq!((cfg.amqp.heartbeat, cfg.lane.blocked_timeout), (20, Duration::from_secs(90)));
+    assert_eq!(cfg.lane.consume_mode, ConsumeMode::SingleActive);
+    assert_eq!(cfg.lane.prefetch, 250, "what the environment does not name stays as the file says");
+}
+
+#[test]
+fn every_problem_of_a_file_is_reported_on_a_line_of_its_own() {
+    let file = r#"
+endpoint = "bad id!"
+heartbeat_secs = 0
+blocked_timeout_secs = "soon"
+prefetch = 70000
+consume_mode = "greedy"
+metrics = "localhost"
+prefech = 10
+[lane]
+"#;
+    let Problems(problems) = EndpointSettings::from_toml(file, "f.toml").unwrap_err();
+    let want = [
+        "f.toml: blocked_timeout_secs: must be an integer, not a string",
+        "f.toml: consume_mode: must be \"single-active\" or \"exclusive\", not \"greedy\"",
+        "f.toml: heartbeat_secs: must be from 1 to 65535, not 0",
+        "f.toml: lane: unknown setting (known: amqp_url, ",
+        "f.toml: metrics: \"localhost\" is not an address like 127.0.0.1:9464",
+        "f.toml: prefech: unknown setting (known: ",
+        "f.toml: prefetch: must be from 1 to 65535, not 70000",
+    ];
+    assert_eq!(problems.len(), want.len(), "{problems:#?}");
+    for (got, want) in problems.iter().zip(want) {
+        assert!(got.starts_with(want), "{got:?} should start with {want:?}");
+        assert!(!got.contains('\n'));
+    }
+}
+
+#[test]
+fn build_reports_missing_and_inconsistent_settings_together() {
+    let mut s = EndpointSettings::from_toml("endpoint = \"bad id!\"\nmax_spooled_bytes = 10\nmax_body_bytes = 20", "f")
+        .unwrap();
+    s.amqp_url = Some("http://x/".into());
+    let Problems(problems) = s.build().unwrap_err();
+    assert_eq!(problems.len(), 4, "{problems:#?}");
+    assert_eq!(problems[0], "spool_dir: missing (set it in the file or as TASKLANE_SPOOL_DIR)");
+    assert!(problems[1].starts_with("endpoint: \"bad id!\" is not an endpoint id"), "{}", problems[1]);
+    assert!(problems[2].starts_with("amqp_url: ") && problems[2].contains("amqp://"), "{}", problems[2]);
+    assert!(problems[3].starts_with("max_spooled_bytes: 10 is less than max_body_bytes 20"), "{}", problems[3]);
+    // A bound that clashes with a default is caught by core's own check.
+    let s = EndpointSettings::from_toml(
+        "endpoint = \"e\"\nspool_dir = \"/s\"\namqp_url = \"amqp://127.0.0.1/%2f\"\nmax_spooled_bytes = 10",
+        "f",
+    )
+    .unwrap();
+    let Problems(problems) = s.build().unwrap_err();
+    assert_eq!(problems.len(), 1);
+    assert!(problems[0].contains("max_spooled_bytes"), "{problems:?}");
+}
+
+#[test]
+fn environment_problems_name_the_variable() {
+    let mut s = EndpointSettings::default();
+    let Problems(problems) = s
+        .apply_env(env(&[
+            ("TASKLANE_PREFETCH", "many"),
+            ("TASKLANE_BLOCKED_TIMEOUT_SECS", "999999"),
+            ("TASKLANE_ENDPOINT", " "),
+        ]))
+        .unwrap_err();
+    assert_eq!(
+        problems,
+        [
+            "TASKLANE_BLOCKED_TIMEOUT_SECS: must be from 1 to 86400, not 999999",
+            "TASKLANE_ENDPOINT: must not be empty",
+            "TASKLANE_PREFETCH: must be an integer, not \"many\"",
+        ]
+    );
+}
+
+#[test]
+fn a_syntax_error_is_one_line_with_its_line_number() {
+    let Problems(problems) = EndpointSettings::from_toml("endpoint = \"e\"\nprefetch = = 3\n", "f.toml").unwrap_err();
+    assert_eq!(problems.len(), 1);
+    assert!(problems[0].starts_with("f.toml: not valid TOML (line 2): "), "{}", problems[0]);
+    assert!(!problems[0].contains('\n'));
+}
