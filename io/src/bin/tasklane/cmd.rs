@@ -73,23 +73,38 @@ pub struct ResultsArgs {
     json: bool,
 }
 
-/// `tasklane endpoint`.
+/// `tasklane endpoint`. Every setting but `--exec` can also come from
+/// `--config FILE` or a `TASKLANE_*` variable; flags win over variables,
+/// variables over the file.
 #[derive(Args, Debug)]
 pub struct EndpointArgs {
-    /// Endpoint id.
+    /// Endpoint id (or `endpoint` in the config file).
     #[arg(value_parser = crate::parse_endpoint)]
-    pub endpoint: EndpointId,
-    /// The endpoint's spool directory (created if missing).
+    pub endpoint: Option<EndpointId>,
+    /// The endpoint's spool directory, created if missing (or `spool_dir`).
     #[arg(long, value_name = "DIR")]
-    pub spool: PathBuf,
+    pub spool: Option<PathBuf>,
+    /// A TOML file of settings (see the README's "Operations"), checked
+    /// as a whole before anything starts.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Run CMD (through `sh -c`) per task: payload on stdin, stdout is the
     /// result, a non-zero exit makes it `failed`. Without it, results echo
     /// the payload.
     #[arg(long, value_name = "CMD")]
     pub exec: Option<String>,
-    /// AMQP heartbeat in seconds: how fast a dead link is noticed.
-    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
-    pub heartbeat: u16,
+    /// AMQP heartbeat in seconds, as the service decides [default: 10].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub heartbeat: Option<u16>,
+    /// Seconds a connection may stay blocked by the broker (memory or disk
+    /// alarm) before the endpoint reconnects, as the service decides
+    /// [default: 60].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub blocked_timeout: Option<u64>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (and the status as
+    /// JSON on /status), e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Parses `--amqp`; a bad URL is a usage error.

@@ -78,7 +78,8 @@ pub async fn run(g: &Global, args: DemoArgs) -> Result<(), Failure> {
         .expect("a valid endpoint id");
     service::provision(&conn, &endpoint, QueueType::Classic).await.map_err(service_failure)?;
 
-    let running = crate::endpoint::start(g, &endpoint, &scratch.0.join("spool"), Handler::Echo, 10).await?;
+    let config = crate::endpoint::demo_config(g, &endpoint, &scratch.0.join("spool"))?;
+    let running = crate::endpoint::start(config, Handler::Echo, None).await?;
 
     let multi = MultiProgress::new();
     let sent_bar = bar(&multi, args.tasks, "submitted");

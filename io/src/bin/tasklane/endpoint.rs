@@ -1,12 +1,15 @@
 //! `tasklane endpoint`: runs the library's [`Endpoint`] with a [`Handler`]
 //! until SIGINT/SIGTERM; also the in-process endpoint of `tasklane demo`.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tasklane_core::{EndpointId, Status, Task};
 use tasklane_io::endpoint::{Endpoint, EndpointConfig, EndpointError};
+use tasklane_io::metrics::{MetricsServer, StatusFile};
+use tasklane_io::settings::{EndpointSettings, Problems};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -24,6 +27,8 @@ pub struct RunningEndpoint {
     stop: watch::Sender<bool>,
     worker: JoinHandle<()>,
     status_log: JoinHandle<()>,
+    status_file: StatusFile,
+    metrics: Option<MetricsServer>,
 }
 
 impl RunningEndpoint {
@@ -36,6 +41,10 @@ impl RunningEndpoint {
             tracing::warn!("commands still running after {DRAIN_GRACE:?}; their tasks run again on the next start");
         }
         self.endpoint.shutdown().await;
+        self.status_file.stop().await;
+        if let Some(metrics) = self.metrics {
+            metrics.stop();
+        }
         self.status_log.abort();
         let c = self.endpoint.counters();
         tracing::info!(
@@ -57,22 +66,76 @@ fn status_line(s: &Status) -> String {
     }
 }
 
-/// Starts an endpoint for `endpoint` spooling in `spool`, answering tasks
-/// with `handler`. Returns without waiting for the broker.
-pub async fn start(
-    g: &Global,
-    endpoint: &EndpointId,
-    spool: &Path,
-    handler: Handler,
-    heartbeat: u16,
-) -> Result<RunningEndpoint, Failure> {
+/// The heartbeat `tasklane endpoint` asks for when no setting names one:
+/// a dead link is noticed within half a minute.
+const DEFAULT_HEARTBEAT: u16 = 10;
+
+/// The endpoint's configuration from `--config`, the `TASKLANE_*`
+/// variables and the flags (in rising precedence); every problem of all
+/// three at once.
+pub fn configure(g: &Global, args: &EndpointArgs) -> Result<(EndpointConfig, Option<SocketAddr>), Failure> {
+    let mut problems = Vec::new();
+    let mut settings = EndpointSettings::default();
+    if let Some(Err(Problems(p))) = args.config.as_deref().map(|path| settings.merge_file(path)) {
+        problems.extend(p);
+    }
+    if let Err(Problems(p)) = settings.apply_env(std::env::vars()) {
+        problems.extend(p);
+    }
+    if g.amqp_given || settings.amqp_url.is_none() {
+        settings.amqp_url = Some(g.amqp.clone());
+    }
+    if let Some(ca) = &g.tls_ca {
+        settings.tls_ca = Some(ca.clone());
+    }
+    if let Some(id) = &args.endpoint {
+        settings.endpoint = Some(id.to_string());
+    }
+    settings.spool_dir = args.spool.clone().or(settings.spool_dir);
+    settings.heartbeat_secs = args.heartbeat.or(settings.heartbeat_secs).or(Some(DEFAULT_HEARTBEAT));
+    settings.blocked_timeout_secs = args.blocked_timeout.or(settings.blocked_timeout_secs);
+    settings.metrics = args.metrics.or(settings.metrics);
+    match settings.build() {
+        Ok(built) if problems.is_empty() => Ok(built),
+        Ok(_) => Err(Failure::Problems(problems)),
+        Err(Problems(p)) => {
+            problems.extend(p);
+            Err(Failure::Problems(problems))
+        }
+    }
+}
+
+/// The configuration of `tasklane demo`'s in-process endpoint.
+pub fn demo_config(g: &Global, endpoint: &EndpointId, spool: &Path) -> Result<EndpointConfig, Failure> {
     connect_options(g, "")?; // a bad URL is a usage error, as everywhere
     let mut config = EndpointConfig::new(&g.amqp, endpoint.as_str(), spool)
         .map_err(|e| Failure::Usage(e.to_string()))?
-        .heartbeat(heartbeat);
+        .heartbeat(DEFAULT_HEARTBEAT);
     if let Some(ca) = &g.tls_ca {
         config.amqp.tls.ca_file = Some(ca.clone());
     }
+    Ok(config)
+}
+
+/// Starts an endpoint with `config`, answering tasks with `handler`, and
+/// serving metrics on `metrics` if given. Returns without waiting for the
+/// broker.
+pub async fn start(
+    config: EndpointConfig,
+    handler: Handler,
+    metrics: Option<SocketAddr>,
+) -> Result<RunningEndpoint, Failure> {
+    let endpoint = config.lane.endpoint.clone();
+    let spool = config.spool_dir.clone();
+    tracing::info!(
+        endpoint = %endpoint,
+        spool = %spool.display(),
+        broker = %config.amqp.url,
+        heartbeat_secs = config.amqp.heartbeat,
+        blocked_timeout_secs = config.lane.blocked_timeout.as_secs(),
+        prefetch = config.lane.prefetch,
+        "starting endpoint"
+    );
     let ep = Endpoint::open(config).await.map_err(|e| match e {
         EndpointError::Url(_) | EndpointError::EndpointId(..) => Failure::Usage(e.to_string()),
         e => Failure::runtime(format!("cannot start endpoint {endpoint}"), e),
@@ -92,9 +155,18 @@ pub async fn start(
             }
         }
     });
+    let metrics = match metrics {
+        Some(addr) => Some(
+            MetricsServer::start(addr, endpoint.clone())
+                .await
+                .map_err(|e| Failure::runtime(format!("--metrics {addr}: cannot listen"), e))?,
+        ),
+        None => None,
+    };
+    let status_file = StatusFile::start(endpoint.clone(), &spool);
     let (stop, stopped) = watch::channel(false);
     let worker = tokio::spawn(work(endpoint.clone(), handler, stopped));
-    Ok(RunningEndpoint { endpoint, stop, worker, status_log })
+    Ok(RunningEndpoint { endpoint, stop, worker, status_log, status_file, metrics })
 }
 
 /// Takes tasks until told to stop, runs each through `handler` (commands
@@ -136,10 +208,11 @@ async fn complete(endpoint: &Endpoint, task: Task, handler: &Handler) {
     }
 }
 
-/// `tasklane endpoint E --spool DIR [--exec CMD]`.
+/// `tasklane endpoint [E] [--spool DIR] [--config FILE] [--exec CMD] ...`.
 pub async fn run(g: &Global, args: EndpointArgs) -> Result<(), Failure> {
-    let handler = args.exec.map_or(Handler::Echo, Handler::Exec);
-    let running = start(g, &args.endpoint, &args.spool, handler, args.heartbeat).await?;
+    let handler = args.exec.clone().map_or(Handler::Echo, Handler::Exec);
+    let (config, metrics) = configure(g, &args)?;
+    let running = start(config, handler, metrics).await?;
     crate::cmd::wait_for_signal().await;
     running.stop().await
 }

@@ -15,6 +15,10 @@ pub enum Failure {
     Runtime(String),
     /// A deadline passed first. Exit 3.
     Timeout(String),
+    /// Bad configuration: every problem, each on a line of its own. Exit 2.
+    Problems(Vec<String>),
+    /// The command said all there is on stdout; exit with this code.
+    Quiet(u8),
 }
 
 impl Failure {
@@ -29,6 +33,13 @@ impl Failure {
             Failure::Usage(m) => (2, m),
             Failure::Runtime(m) => (1, m),
             Failure::Timeout(m) => (3, m),
+            Failure::Quiet(code) => return ExitCode::from(code),
+            Failure::Problems(lines) => {
+                for line in lines {
+                    eprintln!("tasklane: {}", one_line(&line));
+                }
+                return ExitCode::from(2);
+            }
         };
         eprintln!("tasklane: {}", one_line(&msg));
         ExitCode::from(code)

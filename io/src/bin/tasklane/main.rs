@@ -6,11 +6,13 @@ mod demo;
 mod endpoint;
 mod failure;
 mod handler;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tasklane_core::EndpointId;
 use tasklane_io::service::QueueType;
 
@@ -24,7 +26,8 @@ Exit codes:
   0  success
   1  runtime failure (broker unreachable, endpoint not provisioned, lost results, ...)
   2  usage error (bad arguments, bad AMQP URL, bad endpoint id, unreadable file)
-  3  timeout (results: fewer than --count results before --timeout)";
+  3  timeout (results: fewer than --count results before --timeout)
+`tasklane status` exits 1 when the endpoint is not running.";
 
 /// A crash-safe lane between a service and its compute endpoints over RabbitMQ.
 #[derive(Parser, Debug)]
@@ -49,6 +52,17 @@ pub struct Global {
     /// Directory of the service's own LMDB store (task tracking, result dedup).
     #[arg(long = "store", value_name = "DIR", default_value = "./tasklane-service", global = true)]
     pub store: PathBuf,
+    /// Whether `--amqp` was given (flag or environment) rather than
+    /// defaulted: only then does it override a `--config` file's URL.
+    #[arg(skip)]
+    pub amqp_given: bool,
+}
+
+/// Whether `id` was set on the command line or from the environment, at
+/// any level of subcommands (global arguments may come after them).
+fn given(m: &ArgMatches, id: &str) -> bool {
+    matches!(m.value_source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable))
+        || m.subcommand().is_some_and(|(_, sub)| given(sub, id))
 }
 
 #[derive(Subcommand, Debug)]
@@ -71,6 +85,9 @@ enum Command {
     Endpoint(cmd::EndpointArgs),
     /// Consume the service's results queue, de-duplicated, one line each.
     Results(cmd::ResultsArgs),
+    /// Status, counters, connection and spool depths of an endpoint (exit 0
+    /// while it runs, 1 when it does not).
+    Status(status::StatusArgs),
     /// Look into an endpoint's spool.
     Spool {
         #[command(subcommand)]
@@ -102,8 +119,12 @@ fn parse_queue_type(s: &str) -> Result<QueueType, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command().try_get_matches().and_then(|m| Ok((Cli::from_arg_matches(&m)?, m)));
+    let cli = match parsed {
+        Ok((mut cli, matches)) => {
+            cli.global.amqp_given = given(&matches, "amqp");
+            cli
+        }
         Err(e) => return failure::clap_error(e),
     };
     // A running endpoint reports its status changes; the other commands
@@ -139,6 +160,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Submit(args) => cmd::submit(&g, args).await,
         Command::Endpoint(args) => endpoint::run(&g, args).await,
         Command::Results(args) => cmd::results(&g, args).await,
+        Command::Status(args) => status::run(args),
         Command::Spool { command: SpoolCommand::Inspect { dir, oldest } } => cmd::spool_inspect(&dir, oldest),
         Command::Demo(args) => demo::run(&g, args).await,
     }
