@@ -92,6 +92,18 @@ pub enum SpoolError {
         /// The format marker found.
         found: Vec<u8>,
     },
+    /// The data file is shorter than its last commit says: truncated or
+    /// replaced behind tasklane's back. LMDB would fault on the missing
+    /// pages; nothing is opened.
+    #[error("spool {}: data.mdb is {size} bytes, its last commit needs {needed}: truncated", dir.display())]
+    Truncated {
+        /// The spool directory.
+        dir: PathBuf,
+        /// The size of data.mdb.
+        size: u64,
+        /// The size its newest meta page requires.
+        needed: u64,
+    },
     /// [`SpoolOptions`] that cannot work.
     #[error("spool options: {0}")]
     Options(String),
