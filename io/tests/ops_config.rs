@@ -1,6 +1,7 @@
 //! `tasklane endpoint --config FILE`: a TOML file with `TASKLANE_*`
 //! overrides, checked as a whole before anything starts, one line per
-//! problem; and what it says reaches the running endpoint.
+//! problem; and what it says reaches the running endpoint (and `tasklane
+//! status --config FILE` finds it).
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -79,6 +80,17 @@ fn every_problem_of_file_and_environment_is_one_line_and_nothing_starts() {
     assert!(lines[0].contains("missing.toml: cannot read: "), "{stderr}");
     assert_eq!(lines[1], "tasklane: endpoint: missing (set it in the file or as TASKLANE_ENDPOINT)");
     assert_eq!(lines[2], "tasklane: spool_dir: missing (set it in the file or as TASKLANE_SPOOL_DIR)");
+
+    let out = tasklane(&["status"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        [
+            "tasklane: the endpoint id is missing (argument, --config or TASKLANE_ENDPOINT)",
+            "tasklane: the spool directory is missing (--spool, --config or TASKLANE_SPOOL_DIR)",
+        ]
+    );
 }
 
 #[test]
@@ -118,6 +130,9 @@ fn file_environment_and_flags_reach_the_running_endpoint_in_that_order() {
             _ => std::thread::sleep(Duration::from_millis(100)),
         }
     };
+    // `tasklane status` finds the endpoint and its spool through the same file.
+    let status_out = tasklane(&["status", "--config", file.to_str().unwrap()]).output().unwrap();
+    let status_text = String::from_utf8_lossy(&status_out.stdout).into_owned();
     let mut metrics_text = String::new();
     TcpStream::connect(metrics_addr)
         .and_then(|mut s| {
@@ -134,6 +149,9 @@ fn file_environment_and_flags_reach_the_running_endpoint_in_that_order() {
     assert!(complete, "{} of 3 results; stderr:\n{stderr}", results.len());
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert_eq!(report.connection.unwrap().heartbeat, 5, "TASKLANE_HEARTBEAT_SECS over heartbeat_secs");
+    assert_eq!(status_out.status.code(), Some(0), "{status_text}{}", String::from_utf8_lossy(&status_out.stderr));
+    assert!(status_text.starts_with("endpoint cfg-ep: consuming (pid "), "{status_text}");
+    assert!(status_text.contains("heartbeat 5 s)"), "{status_text}");
     assert!(metrics_text.contains("tasklane_confirmed_total{endpoint=\"cfg-ep\"} 3"), "{metrics_text}");
     let stderr = without_colours(&stderr);
     let start = stderr.lines().find(|l| l.contains("starting endpoint")).unwrap_or_else(|| panic!("{stderr}"));

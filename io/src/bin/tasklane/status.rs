@@ -1,13 +1,15 @@
-//! `tasklane status E --spool DIR`: what endpoint E is doing, read from the
+//! `tasklane status E --spool DIR` (or `--config FILE`, the endpoint's own
+//! settings file): what endpoint E is doing, read from the
 //! status file the running endpoint keeps in its spool directory
 //! (`tasklane_io::metrics::StatusFile`). Exit 0 while it runs, 1 when it
 //! does not (then the spool's depths are read from the spool itself).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use tasklane_core::EndpointId;
 use tasklane_io::metrics::{self, StatusReport};
+use tasklane_io::settings::{EndpointSettings, Problems};
 use tasklane_io::spool::{self, SpoolError};
 
 use crate::failure::Failure;
@@ -15,12 +17,16 @@ use crate::failure::Failure;
 /// `tasklane status`.
 #[derive(Args, Debug)]
 pub struct StatusArgs {
-    /// Endpoint id.
+    /// Endpoint id (or `endpoint` in the config file).
     #[arg(value_parser = crate::parse_endpoint)]
-    pub endpoint: EndpointId,
-    /// The endpoint's spool directory.
+    pub endpoint: Option<EndpointId>,
+    /// The endpoint's spool directory (or `spool_dir`).
     #[arg(long, value_name = "DIR")]
-    pub spool: std::path::PathBuf,
+    pub spool: Option<PathBuf>,
+    /// The endpoint's settings file (`tasklane endpoint --config`), for its
+    /// id and spool directory; `TASKLANE_*` variables apply as there.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// One JSON object: the endpoint's last report and whether it runs.
     #[arg(long)]
     pub json: bool,
@@ -52,20 +58,50 @@ fn spool_depths(dir: &Path) -> Result<(usize, usize), Failure> {
     Ok((snapshot.inbox.len(), snapshot.outbox.len()))
 }
 
+/// Endpoint id and spool directory from the flags, else the variables, else
+/// the file.
+fn which(args: &StatusArgs) -> Result<(EndpointId, PathBuf), Failure> {
+    let mut problems = Vec::new();
+    let mut settings = EndpointSettings::default();
+    if let Some(Err(Problems(p))) = args.config.as_deref().map(|path| settings.merge_file(path)) {
+        problems.extend(p);
+    }
+    if let Err(Problems(p)) = settings.apply_env(std::env::vars()) {
+        problems.extend(p);
+    }
+    let endpoint = match (&args.endpoint, settings.endpoint.as_deref()) {
+        (Some(id), _) => Some(id.clone()),
+        (None, Some(id)) => crate::parse_endpoint(id).map_err(|e| problems.push(format!("endpoint: {e}"))).ok(),
+        (None, None) => {
+            problems.push("the endpoint id is missing (argument, --config or TASKLANE_ENDPOINT)".into());
+            None
+        }
+    };
+    let spool = args.spool.clone().or(settings.spool_dir);
+    if spool.is_none() {
+        problems.push("the spool directory is missing (--spool, --config or TASKLANE_SPOOL_DIR)".into());
+    }
+    match (endpoint, spool) {
+        (Some(endpoint), Some(spool)) if problems.is_empty() => Ok((endpoint, spool)),
+        _ => Err(Failure::Problems(problems)),
+    }
+}
+
 pub fn run(args: StatusArgs) -> Result<(), Failure> {
-    let dir = &args.spool;
+    let (endpoint, dir) = which(&args)?;
+    let dir = &dir;
     if !dir.is_dir() {
         return Err(Failure::Usage(format!("{} is not a directory", dir.display())));
     }
     let report = metrics::read_status(dir)
         .map_err(|e| Failure::Runtime(format!("cannot read {}: {e}", metrics::status_path(dir).display())))?;
     if let Some(r) = &report {
-        if r.endpoint != args.endpoint.as_str() {
+        if r.endpoint != endpoint.as_str() {
             return Err(Failure::Usage(format!(
                 "{} is the spool of endpoint {}, not {}",
                 dir.display(),
                 r.endpoint,
-                args.endpoint
+                endpoint
             )));
         }
     }
@@ -80,7 +116,7 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
         let out = JsonStatus { running, report: report.as_ref(), spool_inbox: inbox, spool_outbox: outbox };
         println!("{}", serde_json::to_string(&out).expect("a report serializes"));
     } else {
-        print_text(&args.endpoint, report.as_ref(), running, inbox, outbox);
+        print_text(&endpoint, report.as_ref(), running, inbox, outbox);
     }
     if running {
         Ok(())
