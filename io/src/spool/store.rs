@@ -458,12 +458,15 @@ fn round_up(bytes: usize) -> usize {
 fn check_not_truncated(dir: &Path) -> Result<(), SpoolError> {
     let path = dir.join("data.mdb");
     let io = |e| SpoolError::Io { dir: dir.to_path_buf(), source: e };
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(io(e)),
     };
-    let size = bytes.len() as u64;
+    let size = file.metadata().map_err(io)?.len();
+    // The two meta pages, at most 64 KiB each.
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, 2 * 65536), &mut bytes).map_err(io)?;
     let truncated = |needed| Err(SpoolError::Truncated { dir: dir.to_path_buf(), size, needed });
     if bytes.is_empty() {
         return truncated(2 * 4096);
