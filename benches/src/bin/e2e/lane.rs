@@ -11,6 +11,7 @@ use tempfile::TempDir;
 
 use crate::broker::{Broker, BODY_LEN};
 use crate::latency::{stamp_of, Schedule, Submitter};
+use crate::report::process_cpu_secs;
 use crate::BenchError;
 
 /// An endpoint on a fresh spool in a temporary directory.
@@ -21,7 +22,18 @@ pub struct Bench {
 
 impl Bench {
     pub async fn open(broker: &Broker, id: &EndpointId, prefetch: u16) -> Result<Self, BenchError> {
-        let dir = tempfile::Builder::new().prefix("tasklane-bench-spool-").tempdir()?;
+        Self::open_in(broker, id, prefetch, &std::env::temp_dir()).await
+    }
+
+    /// With the spool in a directory under `parent` (tmpfs takes the disk
+    /// out of the figures).
+    pub async fn open_in(
+        broker: &Broker,
+        id: &EndpointId,
+        prefetch: u16,
+        parent: &std::path::Path,
+    ) -> Result<Self, BenchError> {
+        let dir = tempfile::Builder::new().prefix("tasklane-bench-spool-").tempdir_in(parent)?;
         let cfg = EndpointConfig::new(&broker.url(), id.as_str(), dir.path())
             .map_err(|e| BenchError::Check(e.to_string()))?
             .prefetch(prefetch);
@@ -69,25 +81,28 @@ fn result_body() -> Bytes {
 /// (b) and (c) on one endpoint: intake of `n` prefilled tasks by a no-op
 /// application (time from `Consuming` to the last task handed off and
 /// acked), then the result path (time from the first `complete` to the
-/// last confirm, the application completing every task in turn).
+/// last confirm, the application completing every task in turn). Each with
+/// the process's CPU seconds over the same span.
 pub async fn intake_then_results(
     broker: &Broker,
     id: &EndpointId,
     n: usize,
     prefetch: u16,
-) -> Result<(Duration, Duration), BenchError> {
+) -> Result<((Duration, f64), (Duration, f64)), BenchError> {
     let bench = Bench::open(broker, id, prefetch).await?;
     let t0 = bench.consuming().await?;
+    let c0 = process_cpu_secs();
     let mut held: Vec<TaskId> = Vec::with_capacity(n);
     while held.len() < n {
         let task = bench.endpoint.next_task().await.ok_or_else(|| BenchError::Check("endpoint closed".into()))?;
         held.push(task.id);
     }
     let t1 = bench.until("acks", |c| c.acked >= n as u64).await?;
-    let intake = t1 - t0;
+    let intake = (t1 - t0, process_cpu_secs() - c0);
 
     let body = result_body();
     let t2 = Instant::now();
+    let c2 = process_cpu_secs();
     for task in &held {
         bench
             .endpoint
@@ -96,17 +111,19 @@ pub async fn intake_then_results(
             .map_err(|e| BenchError::Check(e.to_string()))?;
     }
     let t3 = bench.until("confirms", |c| c.confirmed >= n as u64).await?;
-    let results = t3 - t2;
+    let results = (t3 - t2, process_cpu_secs() - c2);
     check(&bench.endpoint.counters(), n)?;
     bench.shutdown().await;
     Ok((intake, results))
 }
 
 /// (d): consume, spool, hand off, complete at once, publish, confirm, ack.
-/// The time from `Consuming` to the last confirm (every task acked).
-pub async fn pipe(broker: &Broker, id: &EndpointId, n: usize, prefetch: u16) -> Result<Duration, BenchError> {
+/// The time from `Consuming` to the last confirm (every task acked), and
+/// the process's CPU seconds over it.
+pub async fn pipe(broker: &Broker, id: &EndpointId, n: usize, prefetch: u16) -> Result<(Duration, f64), BenchError> {
     let bench = Bench::open(broker, id, prefetch).await?;
     let t0 = bench.consuming().await?;
+    let c0 = process_cpu_secs();
     let body = result_body();
     for _ in 0..n {
         let task = bench.endpoint.next_task().await.ok_or_else(|| BenchError::Check("endpoint closed".into()))?;
@@ -117,20 +134,22 @@ pub async fn pipe(broker: &Broker, id: &EndpointId, n: usize, prefetch: u16) -> 
             .map_err(|e| BenchError::Check(e.to_string()))?;
     }
     let t1 = bench.until("confirms and acks", |c| c.confirmed >= n as u64 && c.acked >= n as u64).await?;
+    let cpu = process_cpu_secs() - c0;
     check(&bench.endpoint.counters(), n)?;
     bench.shutdown().await;
-    Ok(t1 - t0)
+    Ok((t1 - t0, cpu))
 }
 
 /// (e): latency from submit to handoff, the application completing each
-/// task as it comes.
+/// task as it comes; the spool in a directory under `spool_parent`.
 pub async fn latency(
     broker: &Broker,
     id: &EndpointId,
     prefetch: u16,
     schedule: Schedule,
+    spool_parent: &std::path::Path,
 ) -> Result<Vec<Duration>, BenchError> {
-    let bench = Bench::open(broker, id, prefetch).await?;
+    let bench = Bench::open_in(broker, id, prefetch, spool_parent).await?;
     bench.consuming().await?;
     let submitter = Submitter::start(broker, id, schedule).await?;
     let body = result_body();

@@ -4,27 +4,51 @@ use serde::Serialize;
 
 use crate::latency::Percentiles;
 
-/// Throughput of one scenario over its rounds, in tasks per second.
+/// CPU time this process has used so far (every thread, user and system),
+/// in seconds, from `/proc/self/stat` (clock ticks of 10 ms). Unlike a
+/// rate, CPU per task hardly depends on what else the machine runs.
+pub fn process_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is the
+    // first, utime and stime the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: f64 = rest.split_whitespace().skip(11).take(2).filter_map(|f| f.parse::<f64>().ok()).sum();
+    ticks / 100.0
+}
+
+/// Throughput of one scenario over its rounds, in tasks per second, and the
+/// process's CPU time per task in microseconds.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Rate {
     pub runs: Vec<f64>,
+    pub cpu_us_per_task: Vec<f64>,
 }
 
 impl Rate {
-    pub fn push(&mut self, tasks: usize, secs: f64) {
+    pub fn push(&mut self, tasks: usize, secs: f64, cpu_secs: f64) {
         self.runs.push(tasks as f64 / secs);
+        self.cpu_us_per_task.push(cpu_secs * 1e6 / tasks as f64);
     }
 
     /// The median run (the rounds are few, and one disturbed by another
     /// build on the machine should not move the figure).
     pub fn median(&self) -> Option<f64> {
-        let mut v = self.runs.clone();
-        v.sort_by(f64::total_cmp);
-        match v.len() {
-            0 => None,
-            n if n % 2 == 1 => Some(v[n / 2]),
-            n => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
-        }
+        median(&self.runs)
+    }
+
+    /// The median CPU time per task.
+    pub fn median_cpu_us(&self) -> Option<f64> {
+        median(&self.cpu_us_per_task)
+    }
+}
+
+fn median(runs: &[f64]) -> Option<f64> {
+    let mut v = runs.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(v[n / 2]),
+        n => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
     }
 }
 
@@ -41,6 +65,9 @@ pub struct Comparison {
     pub met: Option<bool>,
     pub raw_runs: Vec<f64>,
     pub tasklane_runs: Vec<f64>,
+    /// Process CPU time per task (median), raw and tasklane.
+    pub raw_cpu_us: Option<f64>,
+    pub tasklane_cpu_us: Option<f64>,
 }
 
 impl Comparison {
@@ -57,7 +84,24 @@ impl Comparison {
             met: ratio.map(|x| x >= target),
             raw_runs: raw.runs.clone(),
             tasklane_runs: tasklane.runs.clone(),
+            raw_cpu_us: raw.median_cpu_us(),
+            tasklane_cpu_us: tasklane.median_cpu_us(),
         }
+    }
+}
+
+/// A raw consume figure of its own (one ack mode).
+#[derive(Clone, Debug, Serialize)]
+pub struct RawConsume {
+    pub name: &'static str,
+    pub per_s: Option<f64>,
+    pub runs: Vec<f64>,
+    pub cpu_us: Option<f64>,
+}
+
+impl RawConsume {
+    pub fn new(name: &'static str, rate: &Rate) -> Self {
+        Self { name, per_s: rate.median(), runs: rate.runs.clone(), cpu_us: rate.median_cpu_us() }
     }
 }
 
@@ -87,12 +131,16 @@ pub struct Settings {
 pub struct Report {
     pub settings: Settings,
     /// Raw consume figures that have no tasklane counterpart of their own.
-    pub raw_consume: Vec<(&'static str, Option<f64>, Vec<f64>)>,
+    pub raw_consume: Vec<RawConsume>,
     pub comparisons: Vec<Comparison>,
     pub latency: Vec<LatencyRow>,
 }
 
 fn per_s(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".into(), |x| format!("{:.0}", x))
+}
+
+fn us(x: Option<f64>) -> String {
     x.map_or_else(|| "-".into(), |x| format!("{:.0}", x))
 }
 
@@ -104,10 +152,10 @@ impl Report {
             "N = {} tasks of {} bytes, prefetch {}, {} unconfirmed at most, median of {} rounds, RabbitMQ {}\n\n",
             s.tasks, s.body_bytes, s.prefetch, s.window, s.rounds, s.rabbitmq
         );
-        out += "| scenario | raw amqprs (tasks/s) | tasklane (tasks/s) | tasklane/raw | target |\n";
-        out += "|---|---:|---:|---:|---|\n";
-        for (name, median, _) in &self.raw_consume {
-            out += &format!("| raw consume, {name} | {} | | | |\n", per_s(*median));
+        out += "| scenario | raw amqprs (tasks/s) | tasklane (tasks/s) | tasklane/raw | target | CPU µs/task raw, tasklane |\n";
+        out += "|---|---:|---:|---:|---|---:|\n";
+        for r in &self.raw_consume {
+            out += &format!("| raw consume, {} | {} | | | | {} |\n", r.name, per_s(r.per_s), us(r.cpu_us));
         }
         for c in &self.comparisons {
             let ratio = c.ratio.map_or_else(|| "-".into(), |r| format!("{r:.2}"));
@@ -117,14 +165,16 @@ impl Report {
                 None => "",
             };
             out += &format!(
-                "| {} (raw: {}) | {} | {} | {} | >= {:.2}{} |\n",
+                "| {} (raw: {}) | {} | {} | {} | >= {:.2}{} | {}, {} |\n",
                 c.name,
                 c.raw_name,
                 per_s(c.raw_per_s),
                 per_s(c.tasklane_per_s),
                 ratio,
                 c.target,
-                mark
+                mark,
+                us(c.raw_cpu_us),
+                us(c.tasklane_cpu_us)
             );
         }
         if !self.latency.is_empty() {

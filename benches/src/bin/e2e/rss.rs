@@ -69,9 +69,9 @@ pub async fn run(broker: &mut Broker, tasks: usize) -> Result<RssReport, BenchEr
     broker.prefill(&ep, tasks).await?;
     eprintln!("prefilled in {:.0} s", t0.elapsed().as_secs_f64());
     let dir = tempfile::Builder::new().prefix("tasklane-bench-rss-").tempdir()?;
-    let intake = child("rss-intake", &broker.url(), &ep, dir.path(), tasks)?;
+    let intake = tokio::task::block_in_place(|| child("rss-intake", &broker.url(), &ep, dir.path(), tasks))?;
     eprintln!("intake: {intake:?}");
-    let reopen = child("rss-reopen", &broker.url(), &ep, dir.path(), tasks)?;
+    let reopen = tokio::task::block_in_place(|| child("rss-reopen", &broker.url(), &ep, dir.path(), tasks))?;
     eprintln!("reopen: {reopen:?}");
     Ok(RssReport { tasks, intake, reopen })
 }
