@@ -81,6 +81,15 @@ fn every_problem_of_file_and_environment_is_one_line_and_nothing_starts() {
     assert_eq!(lines[1], "tasklane: endpoint: missing (set it in the file or as TASKLANE_ENDPOINT)");
     assert_eq!(lines[2], "tasklane: spool_dir: missing (set it in the file or as TASKLANE_SPOOL_DIR)");
 
+    // A taken metrics port stops the start before the endpoint opens.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = tasklane(&["endpoint", "ep", "--spool", spool.to_str().unwrap(), "--metrics", &addr]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("tasklane: metrics address {addr}: cannot listen: ")), "{stderr}");
+    assert!(!spool.exists(), "the endpoint must not have opened");
+
     let out = tasklane(&["status"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");

@@ -19,7 +19,7 @@ mod prometheus;
 mod report;
 mod status_file;
 
-pub use prometheus::{render, MetricsServer};
+pub use prometheus::{render, MetricsListener, MetricsServer};
 pub use report::{counter_fields, StatusReport, STATUSES};
 pub use status_file::{
     is_live, read_status, status_path, write_status, StatusFile, STALE_AFTER, STATUS_FILE, STATUS_INTERVAL,

@@ -83,12 +83,25 @@ pub struct MetricsServer {
     task: JoinHandle<()>,
 }
 
-impl MetricsServer {
-    /// Binds `addr` and serves `endpoint`'s metrics until stopped. Binding
-    /// happens here, so a taken port is an error at start.
-    pub async fn start(addr: SocketAddr, endpoint: Arc<Endpoint>) -> std::io::Result<Self> {
+/// A metrics address bound but not yet served: bind before the endpoint
+/// opens, so that a taken port stops a start before anything connects.
+#[derive(Debug)]
+pub struct MetricsListener {
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+impl MetricsListener {
+    /// Binds `addr`.
+    pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        Ok(Self { listener, addr })
+    }
+
+    /// Serves `endpoint`'s metrics until stopped.
+    pub fn serve(self, endpoint: Arc<Endpoint>) -> MetricsServer {
+        let Self { listener, addr } = self;
         tracing::info!(%addr, "serving metrics on http://{addr}/metrics");
         let task = tokio::spawn(async move {
             loop {
@@ -108,7 +121,15 @@ impl MetricsServer {
                 }
             }
         });
-        Ok(Self { addr, task })
+        MetricsServer { addr, task }
+    }
+}
+
+impl MetricsServer {
+    /// Binds `addr` and serves `endpoint`'s metrics until stopped; a taken
+    /// port is an error here.
+    pub async fn start(addr: SocketAddr, endpoint: Arc<Endpoint>) -> std::io::Result<Self> {
+        Ok(MetricsListener::bind(addr).await?.serve(endpoint))
     }
 
     /// The address it listens on (with the port chosen, if 0 was asked for).

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tasklane_core::{EndpointId, Status, Task};
 use tasklane_io::endpoint::{Endpoint, EndpointConfig, EndpointError};
-use tasklane_io::metrics::{MetricsServer, StatusFile};
+use tasklane_io::metrics::{MetricsListener, MetricsServer, StatusFile};
 use tasklane_io::settings::{EndpointSettings, Problems};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
@@ -136,6 +136,14 @@ pub async fn start(
         prefetch = config.lane.prefetch,
         "starting endpoint"
     );
+    let metrics = match metrics {
+        Some(addr) => Some(
+            MetricsListener::bind(addr)
+                .await
+                .map_err(|e| Failure::runtime(format!("metrics address {addr}: cannot listen"), e))?,
+        ),
+        None => None,
+    };
     let ep = Endpoint::open(config).await.map_err(|e| match e {
         EndpointError::Url(_) | EndpointError::EndpointId(..) => Failure::Usage(e.to_string()),
         e => Failure::runtime(format!("cannot start endpoint {endpoint}"), e),
@@ -155,14 +163,7 @@ pub async fn start(
             }
         }
     });
-    let metrics = match metrics {
-        Some(addr) => Some(
-            MetricsServer::start(addr, endpoint.clone())
-                .await
-                .map_err(|e| Failure::runtime(format!("--metrics {addr}: cannot listen"), e))?,
-        ),
-        None => None,
-    };
+    let metrics = metrics.map(|listener| listener.serve(endpoint.clone()));
     let status_file = StatusFile::start(endpoint.clone(), &spool);
     let (stop, stopped) = watch::channel(false);
     let worker = tokio::spawn(work(endpoint.clone(), handler, stopped));
