@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 /// by cargo 1.94 and later for the tests of `tasklane-io`), otherwise built
 /// once per test process.
 ///
-/// The nested `cargo build` is the fallback only: its features differ from
-/// those of `cargo test` (no dev-dependencies), so it rebuilds the binary,
+/// A binary in the profile directory newer than its sources is taken next
+/// (see [`is_fresh`]). The nested `cargo build` is the fallback only: its
+/// features differ from those of `cargo test` (no dev-dependencies), so it
+/// rebuilds the binary,
 /// which costs minutes on a small machine, and waits for any other cargo
 /// holding the build directory.
 pub fn tasklane_bin() -> &'static Path {
@@ -26,6 +28,10 @@ pub fn tasklane_bin() -> &'static Path {
         let exe = std::env::current_exe().expect("test executable path");
         // target/<profile>/deps/<test> -> target/<profile>
         let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps layout");
+        let built = profile_dir.join("tasklane");
+        if is_fresh(&built) {
+            return built;
+        }
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         build.args(["build", "-q", "-p", "tasklane-io", "--bin", "tasklane"]);
@@ -38,6 +44,32 @@ pub fn tasklane_bin() -> &'static Path {
         assert!(bin.exists(), "{} missing after cargo build", bin.display());
         bin
     })
+}
+
+/// Whether `bin` exists and is newer than every source it is built from.
+/// `cargo test --workspace` builds the binary for `tasklane-io`'s own tests
+/// into the profile directory, so a workspace run finds it fresh; after an
+/// edit of `core/` or `io/` the nested build takes over.
+fn is_fresh(bin: &Path) -> bool {
+    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
+        return false;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+    let sources = ["Cargo.lock", "Cargo.toml", "core/Cargo.toml", "core/src", "io/Cargo.toml", "io/src"];
+    sources.iter().all(|s| newest(&root.join(s)).is_some_and(|t| t <= built))
+}
+
+/// The newest modification time of a file, or of any file under a directory.
+fn newest(path: &Path) -> Option<std::time::SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    let mut latest = meta.modified().ok()?;
+    for entry in std::fs::read_dir(path).ok()? {
+        latest = latest.max(newest(&entry.ok()?.path())?);
+    }
+    Some(latest)
 }
 
 /// A `tasklane` command line bound to one broker URL and one service store.
