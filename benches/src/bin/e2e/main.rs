@@ -4,7 +4,7 @@
 //! ```text
 //! scripts/bench.sh                  # this, `e2e rss` and the criterion benches, in one go
 //! cargo run --release -p tasklane-benches --bin e2e                 # the table
-//! cargo run --release -p tasklane-benches --bin e2e -- --tasks 50000 --rounds 5
+//! cargo run --release -p tasklane-benches --bin e2e -- --tasks 5000 --rounds 1   # a quick look
 //! cargo run --release -p tasklane-benches --bin e2e -- rss          # peak RSS, 1,000,000 spooled tasks
 //! ```
 //!
@@ -104,11 +104,12 @@ struct ChildArgs {
 struct Args {
     #[command(subcommand)]
     cmd: Option<Cmd>,
-    /// Prefilled tasks per throughput run.
-    #[arg(long, default_value_t = 20_000)]
+    /// Prefilled tasks per throughput run (fewer make the fastest runs last
+    /// a fraction of a second, where one hiccup of the machine decides).
+    #[arg(long, default_value_t = 50_000)]
     tasks: usize,
     /// Rounds of every scenario; the table shows the median.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Prefetch window of every consumer (tasklane's default).
     #[arg(long, default_value_t = 1000)]
