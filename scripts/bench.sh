@@ -61,10 +61,11 @@ if [ "${CRITERION:-1}" != 0 ]; then
         echo
         echo '```text'
     } >>"$summary"
-    # The benchmark name, then its time and throughput lines.
+    # The benchmark name, then its time and throughput lines (not the
+    # change since the previous run, the lines with percentages).
     cargo bench -p tasklane-benches --bench core --bench spool 2>/dev/null |
         tee "$out/criterion.txt" |
-        awk '/^[a-z_]+\/[a-z_]+\/[0-9]+/ { name = $1 } /time:|thrpt:/ { print name, $0 }' |
+        awk '/^[a-z_]+\/[a-z_]+\/[0-9]+/ { name = $1 } /time:|thrpt:/ && !/%/ { print name, $0 }' |
         tee -a "$summary"
     echo '```' >>"$summary"
 fi
