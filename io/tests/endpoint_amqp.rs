@@ -74,6 +74,13 @@ async fn returns_confirms_refusals_and_loss_are_reported() {
     }
 
     first.queue_delete(QueueDeleteArguments::new(&queue)).await.unwrap();
-    conn.close().await.unwrap();
+    // amqprs 2.1.5 races its own close handshake: now and then (a few runs
+    // in a hundred here, more under load) the reader task ends before it
+    // hands over close-ok, and close() returns InternalChannelError("channel
+    // closed") although the connection did close. What matters to tasklane
+    // is the event below, which the endpoint acts on.
+    if let Err(e) = conn.close().await {
+        assert!(matches!(e, amqprs::error::Error::InternalChannelError(_)), "close: {e}");
+    }
     assert_eq!(next(&mut crx).await, (7, ConnectionEvent::Lost { network_failure: false }));
 }

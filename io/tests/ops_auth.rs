@@ -106,7 +106,7 @@ async fn an_endpoint_user_may_only_consume_its_queue_and_publish_its_results() {
     let guest = connect(&vhost.url()).await;
     provision(&guest, &e, QueueType::Classic).await.unwrap();
     provision(&guest, &f, QueueType::Classic).await.unwrap();
-    guest.close().await.unwrap();
+    let _ = guest.close().await; // amqprs 2.1.5 may lose its own close-ok (see endpoint_amqp.rs)
 
     let made = provision_user(&guest_api(), vhost.name(), &e, false).await.unwrap();
     assert!(made.created);
@@ -141,7 +141,7 @@ async fn an_endpoint_user_may_only_consume_its_queue_and_publish_its_results() {
         ch.queue_declare(QueueDeclareArguments::durable_client_named(&redeclare_own)).await.map(drop)
     });
     assert_eq!(declare_own.await, Err(ACCESS_REFUSED), "even its own queue may not be (re)declared");
-    conn.close().await.unwrap();
+    let _ = conn.close().await; // amqprs 2.1.5 may lose its own close-ok (see endpoint_amqp.rs)
 
     // Provisioning again keeps the password unless asked to rotate it.
     let again = provision_user(&guest_api(), vhost.name(), &e, false).await.unwrap();
@@ -150,7 +150,8 @@ async fn an_endpoint_user_may_only_consume_its_queue_and_publish_its_results() {
     let new_password = rotated.password.expect("rotation gives a new password");
     assert_ne!(new_password, password);
     assert!(amqp::connect(&ConnectOptions::parse(&user_url(&vhost, e.as_str(), &password)).unwrap()).await.is_err());
-    connect(&user_url(&vhost, e.as_str(), &new_password)).await.close().await.unwrap();
+    let _ = connect(&user_url(&vhost, e.as_str(), &new_password)).await.close().await;
+    // connecting is the check; see endpoint_amqp.rs on close
 }
 
 #[tokio::test]

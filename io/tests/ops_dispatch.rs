@@ -129,7 +129,7 @@ async fn tasks_run_by_kind_within_their_limits_and_the_rest_fail_with_a_reason()
     let _ = stop_tx.send(());
     let stats = running.await.unwrap();
     endpoint.shutdown().await;
-    conn.close().await.unwrap();
+    let _ = conn.close().await; // amqprs 2.1.5 may lose its own close-ok (see endpoint_amqp.rs)
 
     assert_eq!(serial.max(), 1, "the serial kind ran two tasks at once");
     assert_eq!(pool.max(), 3, "the pooled kind must reach its limit of 3 and never pass it");

@@ -77,7 +77,7 @@ async fn spoofed_results_are_dead_lettered_and_duplicates_accepted_once() {
 
     let tracked = store.get(&TaskId::new("t-1").unwrap()).unwrap().unwrap();
     assert_eq!(tracked.state, TaskState::ResultReceived(ResultStatus::Ok));
-    conn.close().await.unwrap();
+    let _ = conn.close().await; // amqprs 2.1.5 may lose its own close-ok (see endpoint_amqp.rs)
 }
 
 #[tokio::test]
@@ -106,7 +106,7 @@ async fn the_dedup_window_survives_a_restart() {
     assert_eq!(results.next_timeout(Duration::from_millis(800)).await.unwrap(), None);
     let counters = results.close().await.unwrap();
     assert_eq!(counters, ResultCounters { accepted: 0, duplicates: 1, dead_lettered: 0 });
-    conn.close().await.unwrap();
+    let _ = conn.close().await; // amqprs 2.1.5 may lose its own close-ok (see endpoint_amqp.rs)
 }
 
 #[tokio::test]
@@ -137,5 +137,5 @@ async fn a_result_handed_over_but_never_acked_comes_back_after_a_crash() {
     results.close().await.unwrap();
     assert_eq!(vhost.queue_counts("results").await.unwrap().unwrap().ready, 0);
     assert_eq!(store.seen().unwrap(), vec![TaskId::new("t-1").unwrap()]);
-    conn.close().await.unwrap();
+    let _ = conn.close().await; // amqprs 2.1.5 may lose its own close-ok (see endpoint_amqp.rs)
 }
