@@ -111,6 +111,24 @@ impl EndpointSettings {
         self.merge_toml(&text, &path.display().to_string())
     }
 
+    /// The file at `path` (if any), then the `TASKLANE_<KEY>` variables
+    /// among `vars` over it: the settings, and every problem of both, so a
+    /// caller can add its own and report them all at once.
+    pub fn load(
+        path: Option<&std::path::Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> (Self, Vec<String>) {
+        let mut settings = Self::default();
+        let mut problems = Vec::new();
+        if let Some(Err(Problems(p))) = path.map(|path| settings.merge_file(path)) {
+            problems.extend(p);
+        }
+        if let Err(Problems(p)) = settings.apply_env(vars) {
+            problems.extend(p);
+        }
+        (settings, problems)
+    }
+
     /// Overrides settings from `TASKLANE_<KEY>` variables among `vars` (pass
     /// `std::env::vars()`); other variables are ignored.
     pub fn apply_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) -> Result<(), Problems> {

@@ -137,3 +137,22 @@ fn a_syntax_error_is_one_line_with_its_line_number() {
     assert!(problems[0].starts_with("f.toml: not valid TOML (line 2): "), "{}", problems[0]);
     assert!(!problems[0].contains('\n'));
 }
+
+#[test]
+fn load_puts_the_environment_over_the_file_and_reports_the_problems_of_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ep.toml");
+    std::fs::write(&path, "endpoint = \"from-file\"\nprefetch = 0\nspool_dir = \"/file\"\n").unwrap();
+    let vars = env(&[("TASKLANE_SPOOL_DIR", "/env"), ("TASKLANE_HEARTBEAT_SECS", "soon")]);
+    let (settings, problems) = EndpointSettings::load(Some(&path), vars);
+    assert_eq!(settings.endpoint.as_deref(), Some("from-file"));
+    assert_eq!(settings.spool_dir.as_deref(), Some(std::path::Path::new("/env")));
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].contains("prefetch"), "{problems:?}");
+    assert!(problems[1].contains("TASKLANE_HEARTBEAT_SECS"), "{problems:?}");
+
+    let (_, problems) = EndpointSettings::load(Some(&dir.path().join("missing.toml")), env(&[]));
+    assert_eq!(problems.len(), 1);
+    assert!(problems[0].contains("missing.toml: cannot read"), "{problems:?}");
+    assert_eq!(EndpointSettings::load(None, env(&[])).1, Vec::<String>::new());
+}

@@ -74,14 +74,7 @@ const DEFAULT_HEARTBEAT: u16 = 10;
 /// variables and the flags (in rising precedence); every problem of all
 /// three at once.
 pub fn configure(g: &Global, args: &EndpointArgs) -> Result<(EndpointConfig, Option<SocketAddr>), Failure> {
-    let mut problems = Vec::new();
-    let mut settings = EndpointSettings::default();
-    if let Some(Err(Problems(p))) = args.config.as_deref().map(|path| settings.merge_file(path)) {
-        problems.extend(p);
-    }
-    if let Err(Problems(p)) = settings.apply_env(std::env::vars()) {
-        problems.extend(p);
-    }
+    let (mut settings, mut problems) = EndpointSettings::load(args.config.as_deref(), std::env::vars());
     if g.amqp_given || settings.amqp_url.is_none() {
         settings.amqp_url = Some(g.amqp.clone());
     }

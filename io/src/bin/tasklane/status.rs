@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use tasklane_core::EndpointId;
 use tasklane_io::metrics::{self, StatusReport};
-use tasklane_io::settings::{EndpointSettings, Problems};
+use tasklane_io::settings::EndpointSettings;
 use tasklane_io::spool::{self, SpoolError};
 
 use crate::failure::Failure;
@@ -61,14 +61,7 @@ fn spool_depths(dir: &Path) -> Result<(usize, usize), Failure> {
 /// Endpoint id and spool directory from the flags, else the variables, else
 /// the file.
 fn which(args: &StatusArgs) -> Result<(EndpointId, PathBuf), Failure> {
-    let mut problems = Vec::new();
-    let mut settings = EndpointSettings::default();
-    if let Some(Err(Problems(p))) = args.config.as_deref().map(|path| settings.merge_file(path)) {
-        problems.extend(p);
-    }
-    if let Err(Problems(p)) = settings.apply_env(std::env::vars()) {
-        problems.extend(p);
-    }
+    let (settings, mut problems) = EndpointSettings::load(args.config.as_deref(), std::env::vars());
     let endpoint = match (&args.endpoint, settings.endpoint.as_deref()) {
         (Some(id), _) => Some(id.clone()),
         (None, Some(id)) => crate::parse_endpoint(id).map_err(|e| problems.push(format!("endpoint: {e}"))).ok(),
