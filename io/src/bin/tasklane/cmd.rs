@@ -73,21 +73,30 @@ pub struct ResultsArgs {
     json: bool,
 }
 
+/// Which endpoint a command is about, shared by `tasklane endpoint` and
+/// `tasklane status`: flags over `TASKLANE_*` variables over the file.
+#[derive(Args, Debug)]
+pub struct EndpointSource {
+    /// Endpoint id (or `endpoint` in the config file, or TASKLANE_ENDPOINT).
+    #[arg(value_parser = crate::parse_endpoint)]
+    pub endpoint: Option<EndpointId>,
+    /// The endpoint's spool directory (or `spool_dir`); `tasklane endpoint`
+    /// creates it if missing.
+    #[arg(long, value_name = "DIR")]
+    pub spool: Option<PathBuf>,
+    /// The endpoint's TOML settings file (see the README's "Operations"),
+    /// checked as a whole before anything starts.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
 /// `tasklane endpoint`. Every setting but `--exec` can also come from
 /// `--config FILE` or a `TASKLANE_*` variable; flags win over variables,
 /// variables over the file.
 #[derive(Args, Debug)]
 pub struct EndpointArgs {
-    /// Endpoint id (or `endpoint` in the config file).
-    #[arg(value_parser = crate::parse_endpoint)]
-    pub endpoint: Option<EndpointId>,
-    /// The endpoint's spool directory, created if missing (or `spool_dir`).
-    #[arg(long, value_name = "DIR")]
-    pub spool: Option<PathBuf>,
-    /// A TOML file of settings (see the README's "Operations"), checked
-    /// as a whole before anything starts.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: EndpointSource,
     /// Run CMD (through `sh -c`) per task: payload on stdin, stdout is the
     /// result, a non-zero exit makes it `failed`. Without it, results echo
     /// the payload.

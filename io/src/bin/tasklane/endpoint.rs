@@ -74,17 +74,17 @@ const DEFAULT_HEARTBEAT: u16 = 10;
 /// variables and the flags (in rising precedence); every problem of all
 /// three at once.
 pub fn configure(g: &Global, args: &EndpointArgs) -> Result<(EndpointConfig, Option<SocketAddr>), Failure> {
-    let (mut settings, mut problems) = EndpointSettings::load(args.config.as_deref(), std::env::vars());
+    let (mut settings, mut problems) = EndpointSettings::load(args.source.config.as_deref(), std::env::vars());
     if g.amqp_given || settings.amqp_url.is_none() {
         settings.amqp_url = Some(g.amqp.clone());
     }
     if let Some(ca) = &g.tls_ca {
         settings.tls_ca = Some(ca.clone());
     }
-    if let Some(id) = &args.endpoint {
+    if let Some(id) = &args.source.endpoint {
         settings.endpoint = Some(id.to_string());
     }
-    settings.spool_dir = args.spool.clone().or(settings.spool_dir);
+    settings.spool_dir = args.source.spool.clone().or(settings.spool_dir);
     settings.heartbeat_secs = args.heartbeat.or(settings.heartbeat_secs).or(Some(DEFAULT_HEARTBEAT));
     settings.blocked_timeout_secs = args.blocked_timeout.or(settings.blocked_timeout_secs);
     settings.metrics = args.metrics.or(settings.metrics);

@@ -12,21 +12,14 @@ use tasklane_io::metrics::{self, StatusReport};
 use tasklane_io::settings::EndpointSettings;
 use tasklane_io::spool::{self, SpoolError};
 
+use crate::cmd::EndpointSource;
 use crate::failure::Failure;
 
 /// `tasklane status`.
 #[derive(Args, Debug)]
 pub struct StatusArgs {
-    /// Endpoint id (or `endpoint` in the config file).
-    #[arg(value_parser = crate::parse_endpoint)]
-    pub endpoint: Option<EndpointId>,
-    /// The endpoint's spool directory (or `spool_dir`).
-    #[arg(long, value_name = "DIR")]
-    pub spool: Option<PathBuf>,
-    /// The endpoint's settings file (`tasklane endpoint --config`), for its
-    /// id and spool directory; `TASKLANE_*` variables apply as there.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: EndpointSource,
     /// One JSON object: the endpoint's last report and whether it runs.
     #[arg(long)]
     pub json: bool,
@@ -61,8 +54,8 @@ fn spool_depths(dir: &Path) -> Result<(usize, usize), Failure> {
 /// Endpoint id and spool directory from the flags, else the variables, else
 /// the file.
 fn which(args: &StatusArgs) -> Result<(EndpointId, PathBuf), Failure> {
-    let (settings, mut problems) = EndpointSettings::load(args.config.as_deref(), std::env::vars());
-    let endpoint = match (&args.endpoint, settings.endpoint.as_deref()) {
+    let (settings, mut problems) = EndpointSettings::load(args.source.config.as_deref(), std::env::vars());
+    let endpoint = match (&args.source.endpoint, settings.endpoint.as_deref()) {
         (Some(id), _) => Some(id.clone()),
         (None, Some(id)) => crate::parse_endpoint(id).map_err(|e| problems.push(format!("endpoint: {e}"))).ok(),
         (None, None) => {
@@ -70,7 +63,7 @@ fn which(args: &StatusArgs) -> Result<(EndpointId, PathBuf), Failure> {
             None
         }
     };
-    let spool = args.spool.clone().or(settings.spool_dir);
+    let spool = args.source.spool.clone().or(settings.spool_dir);
     if spool.is_none() {
         problems.push("the spool directory is missing (--spool, --config or TASKLANE_SPOOL_DIR)".into());
     }
