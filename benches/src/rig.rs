@@ -70,7 +70,7 @@ impl CoreRig {
         loop {
             while let Some(out) = self.lane.poll() {
                 match out {
-                    Output::Amqp(Amqp::Connect { conn }) => pending.push_back(Input::Connected { conn }),
+                    Output::Amqp(Amqp::Connect { conn, .. }) => pending.push_back(Input::Connected { conn }),
                     Output::Amqp(Amqp::OpenChannel { channel }) => pending.push_back(Input::ChannelOpened { channel }),
                     Output::Amqp(Amqp::Qos { channel, .. }) => {
                         self.consume = channel;

@@ -18,6 +18,18 @@ pub enum ConsumeMode {
     Exclusive,
 }
 
+/// The order in which connection attempts go through the broker addresses
+/// (SPEC §2, Brokers).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Failover {
+    /// In the order given, starting with the first.
+    InOrder,
+    /// A new random order every round, drawn from [`Config::seed`], so that
+    /// a fleet of endpoints spreads over a cluster's nodes.
+    #[default]
+    Shuffle,
+}
+
 /// Exponential backoff with full jitter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BackoffConfig {
@@ -56,7 +68,12 @@ pub struct Config {
     pub completed_window: usize,
     /// Most results published but not yet confirmed.
     pub max_unconfirmed: usize,
-    /// Reconnect backoff.
+    /// How many broker addresses the shell holds (a cluster's nodes); core
+    /// names them by index in `Amqp::Connect`.
+    pub addresses: usize,
+    /// The order of attempts over the addresses.
+    pub failover: Failover,
+    /// Reconnect backoff, owed after a full round of failed addresses.
     pub reconnect: BackoffConfig,
     /// Backoff for a result the broker returned (unroutable) or nacked.
     pub republish: BackoffConfig,
@@ -65,9 +82,15 @@ pub struct Config {
     /// How long a `connection.blocked` may last before the connection is
     /// dropped and made again; the service decides it (SPEC §2).
     pub blocked_timeout: Duration,
-    /// Most time from `Connect` to a consuming session before the attempt is
-    /// abandoned.
+    /// Most time from `Connect` to `Connected` (TCP, TLS and the AMQP
+    /// handshake) before the attempt is abandoned and the next address tried.
+    pub connect_timeout: Duration,
+    /// Most time from `Connected` to a consuming session before the
+    /// connection is given up.
     pub handshake_timeout: Duration,
+    /// A session that lasted this long counts as healthy: its loss moves to
+    /// the next address at once and restarts the backoff from the beginning.
+    pub healthy_after: Duration,
     /// Seed of the backoff jitter; core draws no OS randomness.
     pub seed: u64,
     /// Deliberate bugs, to prove that the simulation's oracles catch them.
@@ -102,11 +125,15 @@ impl Config {
             max_headers: 64,
             completed_window: 100_000,
             max_unconfirmed: 1000,
+            addresses: 1,
+            failover: Failover::Shuffle,
             reconnect: BackoffConfig::default(),
             republish: BackoffConfig { initial: Duration::from_millis(500), max: Duration::from_secs(30) },
             standby_retry: Duration::from_secs(2),
             blocked_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(30),
+            healthy_after: Duration::from_secs(5),
             seed: 0,
             #[cfg(feature = "sabotage")]
             sabotage: Sabotage::default(),
@@ -137,6 +164,12 @@ impl Config {
         }
         if self.standby_retry.is_zero() {
             return bad("standby_retry", "must be above zero");
+        }
+        if self.addresses == 0 {
+            return bad("addresses", "needs at least one broker address");
+        }
+        if self.connect_timeout.is_zero() {
+            return bad("connect_timeout", "must be above zero");
         }
         if self.handshake_timeout.is_zero() {
             return bad("handshake_timeout", "must be above zero");

@@ -61,7 +61,7 @@
 //! loop {
 //!     while let Some(output) = lane.poll() {
 //!         match output {
-//!             Output::Amqp(Amqp::Connect { conn }) => inputs.push_back(Input::Connected { conn }),
+//!             Output::Amqp(Amqp::Connect { conn, .. }) => inputs.push_back(Input::Connected { conn }),
 //!             Output::Amqp(Amqp::OpenChannel { channel }) => inputs.push_back(Input::ChannelOpened { channel }),
 //!             Output::Amqp(Amqp::Qos { channel, .. }) => inputs.push_back(Input::QosOk { channel }),
 //!             Output::Amqp(Amqp::ConfirmSelect { channel }) => inputs.push_back(Input::ConfirmSelectOk { channel }),
@@ -121,7 +121,7 @@ mod tests;
 
 #[cfg(feature = "sabotage")]
 pub use config::Sabotage;
-pub use config::{BackoffConfig, Config, ConsumeMode};
+pub use config::{BackoffConfig, Config, ConsumeMode, Failover};
 pub use counters::Counters;
 pub use error::{ConfigError, InvalidId, UsageError};
 pub use ids::{ChannelId, ConnId, DeliveryTag, EndpointId, OutboxSeq, PublishTag, TaskId, WriteSeq};

@@ -35,11 +35,16 @@ pub struct Handoff {
 /// [`crate::Input`]; the shell never retries on its own.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Amqp {
-    /// Open a connection (URL, heartbeat and credentials are the shell's
+    /// Open a connection to broker address number `address` of the shell's
+    /// list (URL, credentials, vhost and heartbeat are the shell's
     /// configuration). Answer: `Connected` or `ConnectFailed` with `conn`.
+    /// Core gives up an attempt that takes longer than its connect timeout
+    /// with `Disconnect`.
     Connect {
         /// The attempt's id.
         conn: ConnId,
+        /// Which broker address, `0..Config::addresses`.
+        address: usize,
     },
     /// Open a channel on the current connection. Answer: `ChannelOpened`.
     OpenChannel {

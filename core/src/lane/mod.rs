@@ -6,6 +6,7 @@
 //! rejection, backpressure, group acks, hand-off), [`outbox`] the results
 //! (completion, publishing, confirms, retries).
 
+mod addresses;
 mod inbox;
 mod intake;
 mod outbox;
@@ -23,6 +24,7 @@ use crate::rng::SplitMix64;
 use crate::spool::{SpoolOp, SpoolSnapshot, SpoolWrite};
 use crate::WriteSeq;
 
+use addresses::Rounds;
 use inbox::Inbox;
 use intake::Intake;
 use outbox::Outbox;
@@ -47,6 +49,8 @@ pub struct Lane {
     status: Status,
     conn: Conn,
     ids: IdSource,
+    /// Which broker address the next attempt goes to.
+    rounds: Rounds,
     /// Spool writes issued (the last one's position) and committed.
     issued: u64,
     committed: u64,
@@ -65,8 +69,11 @@ impl Lane {
     /// connected. The first command is `Amqp::Connect`.
     pub fn new(now: Instant, cfg: Config, snapshot: SpoolSnapshot) -> Result<Self, ConfigError> {
         cfg.validate()?;
+        let mut rng = SplitMix64::new(cfg.seed);
+        let rounds = Rounds::new(cfg.addresses, cfg.failover, &mut rng);
         let mut lane = Self {
-            rng: SplitMix64::new(cfg.seed),
+            rng,
+            rounds,
             out: VecDeque::new(),
             counters: Counters::default(),
             status: Status::Connecting,
@@ -154,6 +161,12 @@ impl Lane {
     /// Counters over the lane's life.
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// The broker address (index into the shell's list) of the current
+    /// connection or attempt, if any was made.
+    pub fn address(&self) -> Option<usize> {
+        self.rounds.current()
     }
 
     /// The configuration in force.

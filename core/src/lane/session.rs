@@ -7,7 +7,7 @@
 //! connection, let the broker requeue what was not acked, keep the outbox,
 //! and connect again after a backoff. The application keeps its tasks.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::backoff;
 use crate::config::ConsumeMode;
@@ -59,6 +59,8 @@ pub(super) struct Session {
     /// The session must be consuming (or standing by) and ready to publish
     /// by then, or it is given up.
     handshake_deadline: Option<Instant>,
+    /// When `Connected` came, to tell a lasting session from a flapping one.
+    connected_at: Instant,
 }
 
 #[derive(Debug)]
@@ -106,8 +108,9 @@ impl Lane {
         };
         self.ids.conn += 1;
         let conn = ConnId(self.ids.conn);
-        self.conn = Conn::Connecting { conn, deadline: now + self.cfg.handshake_timeout, since };
-        self.out.push_back(Output::Amqp(Amqp::Connect { conn }));
+        let address = self.rounds.pick();
+        self.conn = Conn::Connecting { conn, deadline: now + self.cfg.connect_timeout, since };
+        self.out.push_back(Output::Amqp(Amqp::Connect { conn, address }));
     }
 
     pub(super) fn on_connected(&mut self, now: Instant, conn: ConnId) -> Result<(), UsageError> {
@@ -126,6 +129,7 @@ impl Lane {
             publish: PublishChan::Opening(publish),
             blocked: None,
             handshake_deadline: Some(now + self.cfg.handshake_timeout),
+            connected_at: now,
         }));
         self.out.push_back(Output::Amqp(Amqp::OpenChannel { channel: consume }));
         self.out.push_back(Output::Amqp(Amqp::OpenChannel { channel: publish }));
@@ -301,25 +305,38 @@ impl Lane {
     }
 
     /// The session (or attempt) is over: forget its channels and schedule
-    /// the next attempt.
+    /// the next attempt: at once on the next address, or after a backoff
+    /// once every address has failed in a row.
     fn go_down(&mut self, now: Instant, reason: String) {
         let since = match &self.conn {
             Conn::Connecting { since: Some((since, _)), .. } => *since,
             Conn::Down { since, .. } => *since,
             _ => now,
         };
+        if let Conn::Up(s) = &self.conn {
+            if now >= s.connected_at + self.cfg.healthy_after {
+                self.session_proved_healthy();
+            }
+        }
         self.counters.disconnects += 1;
         self.intake.stop();
         self.stop_publishing();
-        let delay = backoff::delay(self.cfg.reconnect, self.ids.failures, &mut self.rng);
-        self.ids.failures = self.ids.failures.saturating_add(1);
+        let delay = if self.rounds.failed(&mut self.rng) {
+            let delay = backoff::delay(self.cfg.reconnect, self.ids.failures, &mut self.rng);
+            self.ids.failures = self.ids.failures.saturating_add(1);
+            delay
+        } else {
+            Duration::ZERO
+        };
         self.conn = Conn::Down { retry_at: now + delay, since, reason };
     }
 
-    /// Evidence that the broker works for us (a delivery, a confirm): the
-    /// next failure starts the backoff from the beginning again.
+    /// Evidence that the broker works for us (a delivery, a confirm, a
+    /// session that lasted): the next failure starts the backoff from the
+    /// beginning again, and the address in use is kept until it fails.
     pub(super) fn session_proved_healthy(&mut self) {
         self.ids.failures = 0;
+        self.rounds.healthy();
     }
 
     /// A confirm arrived: the publishing channel works.

@@ -192,7 +192,7 @@ impl World {
         self.commands.push(cmd.clone());
         let b = &mut self.broker;
         match cmd {
-            Amqp::Connect { conn } => {
+            Amqp::Connect { conn, .. } => {
                 if b.reachable {
                     b.drop_connection();
                     b.conn = Some(conn);

@@ -477,7 +477,7 @@ fn a_consume_refused_after_an_early_delivery_takes_the_delivery_with_it() {
         std::iter::from_fn(|| lane.poll()).collect()
     };
     let out = feed(&mut lane, Input::Timeout);
-    let Some(Output::Amqp(Amqp::Connect { conn })) = out.first().cloned() else { panic!("{out:?}") };
+    let Some(Output::Amqp(Amqp::Connect { conn, .. })) = out.first().cloned() else { panic!("{out:?}") };
     feed(&mut lane, Input::Connected { conn });
     let consume = ChannelId(1);
     feed(&mut lane, Input::ChannelOpened { channel: consume });
@@ -491,4 +491,49 @@ fn a_consume_refused_after_an_early_delivery_takes_the_delivery_with_it() {
     let out = feed(&mut lane, Input::SpoolCommitted { upto: write.seq });
     assert!(!out.iter().any(|o| matches!(o, Output::Amqp(Amqp::Ack { .. }))), "acked on a refused channel: {out:?}");
     assert_eq!(lane.counters().acked, 0);
+}
+
+/// SPEC §2, Brokers: one attempt per address, the next one at once, and a
+/// backoff only after a full round has failed; a session that worked is
+/// left for the next address without a backoff.
+#[test]
+fn connection_attempts_go_round_the_addresses_and_back_off_after_a_full_round() {
+    let start = std::time::Instant::now();
+    let mut c = cfg();
+    c.addresses = 3;
+    c.failover = Failover::InOrder;
+    let mut lane = Lane::new(start, c, SpoolSnapshot::default()).unwrap();
+    let mut now = start;
+    let connect = |lane: &mut Lane, now: std::time::Instant, input: Input| -> Option<(ConnId, usize)> {
+        lane.handle(now, input).unwrap();
+        std::iter::from_fn(|| lane.poll()).find_map(|o| match o {
+            Output::Amqp(Amqp::Connect { conn, address }) => Some((conn, address)),
+            _ => None,
+        })
+    };
+    let (mut conn, mut address) = connect(&mut lane, now, Input::Timeout).unwrap();
+    let mut tried = vec![address];
+    for _ in 0..2 {
+        let failed = Input::ConnectFailed { conn, reason: "refused".into() };
+        assert_eq!(connect(&mut lane, now, failed), None, "the next attempt waits for its timer");
+        assert_eq!(lane.poll_timeout(), Some(now), "the next address is tried at once");
+        (conn, address) = connect(&mut lane, now, Input::Timeout).unwrap();
+        tried.push(address);
+    }
+    assert_eq!(tried, [0, 1, 2]);
+    lane.handle(now, Input::ConnectFailed { conn, reason: "refused".into() }).unwrap();
+    let retry = lane.poll_timeout().unwrap();
+    assert!(retry > now, "a full round of failures backs off");
+    assert!(matches!(lane.status(), Status::Disconnected { .. }));
+    now = retry;
+    (conn, address) = connect(&mut lane, now, Input::Timeout).unwrap();
+    assert_eq!(address, 0, "a new round starts from the first address");
+    lane.handle(now, Input::Connected { conn }).unwrap();
+    now += Duration::from_secs(6);
+    let lost = Input::ConnectionLost { conn, reason: "node down".into() };
+    assert_eq!(connect(&mut lane, now, lost), None);
+    assert_eq!(lane.poll_timeout(), Some(now), "a session that lasted owes no backoff");
+    let (_, address) = connect(&mut lane, now, Input::Timeout).unwrap();
+    assert_eq!(address, 1, "a lost node is left for the next one");
+    assert_eq!(lane.address(), Some(1));
 }

@@ -275,7 +275,7 @@ impl Auditor {
 
     fn command(&mut self, cmd: &Amqp) {
         match cmd {
-            Amqp::Connect { conn } => {
+            Amqp::Connect { conn, .. } => {
                 assert_eq!(conn.0, self.last_conn + 1, "connection ids must be fresh and increasing");
                 self.last_conn = conn.0;
             }
@@ -426,7 +426,7 @@ pub fn check_err_only_for_misuse(
         (Ok(()), Some(m)) => {
             // A `Connect` issued by a timer in this very call may make the
             // id valid; nothing else may.
-            let issued_now = outputs.iter().any(|o| matches!((o, input), (Output::Amqp(Amqp::Connect { conn: c }), Input::Connected { conn }) if c == conn));
+            let issued_now = outputs.iter().any(|o| matches!((o, input), (Output::Amqp(Amqp::Connect { conn: c, .. }), Input::Connected { conn }) if c == conn));
             assert!(
                 issued_now,
                 "{} accepted, but it is misuse: {m} (auditor: {} writes issued)",

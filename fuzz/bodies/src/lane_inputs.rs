@@ -387,7 +387,7 @@ fn fail(rig: &mut Rig, k: usize, fault: Fault) {
     }
     let cmd = rig.pending.remove(k % rig.pending.len());
     let channel = match &cmd {
-        tasklane_core::Amqp::Connect { conn } => {
+        tasklane_core::Amqp::Connect { conn, .. } => {
             let _ = rig.feed(Input::ConnectFailed { conn: *conn, reason: "refused".into() });
             return;
         }

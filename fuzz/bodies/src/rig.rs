@@ -88,7 +88,7 @@ impl Rig {
         }
         let a = &self.auditor;
         self.pending.retain(|cmd| match cmd {
-            Amqp::Connect { conn } => a.conn_live(*conn),
+            Amqp::Connect { conn, .. } => a.conn_live(*conn),
             Amqp::OpenChannel { channel } => a.channel_conn_live(*channel),
             Amqp::Qos { channel, .. } | Amqp::Consume { channel, .. } | Amqp::ConfirmSelect { channel } => {
                 a.channel_live(*channel)
@@ -144,7 +144,7 @@ impl Rig {
 /// A healthy broker's answer to `cmd`, if it has one.
 pub fn answer(cmd: &Amqp) -> Option<Input> {
     Some(match cmd {
-        Amqp::Connect { conn } => Input::Connected { conn: *conn },
+        Amqp::Connect { conn, .. } => Input::Connected { conn: *conn },
         Amqp::OpenChannel { channel } => Input::ChannelOpened { channel: *channel },
         Amqp::Qos { channel, .. } => Input::QosOk { channel: *channel },
         Amqp::Consume { channel, .. } => Input::ConsumeOk { channel: *channel, active: true },

@@ -206,7 +206,7 @@ impl Shell {
 
     fn amqp(&mut self, a: Amqp, tx: &Events) {
         match a {
-            Amqp::Connect { conn } => {
+            Amqp::Connect { conn, .. } => {
                 let knobs = &self.ep.0.knobs;
                 let dial = Dial {
                     host: knobs.broker.0.clone(),
