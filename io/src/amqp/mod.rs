@@ -40,7 +40,7 @@ pub use convert::{
     header_value, headers_from_table, publish_properties, raw_message, table_from_headers, ConvertError,
 };
 pub use events::{watch_connection, ChannelEvent, ChannelEvents, CloseReason, ConnectionEvent, ConnectionEvents};
-pub use url::{AmqpUrl, ConnectOptions, TlsOptions, UrlError, DEFAULT_HEARTBEAT};
+pub use url::{AmqpUrl, ConnectOptions, TlsOptions, UrlError, UrlListError, DEFAULT_HEARTBEAT};
 
 /// What went wrong talking to the broker.
 #[derive(Debug, thiserror::Error)]

@@ -58,6 +58,35 @@ pub enum UrlError {
     Fragment,
 }
 
+/// What is wrong with a list of AMQP URLs: each bad one by its position
+/// (1-based; the URL itself is not repeated, it may hold a password). One
+/// line per bad URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UrlListError {
+    /// How many URLs the list held.
+    pub count: usize,
+    /// Position and problem of each bad URL.
+    pub bad: Vec<(usize, UrlError)>,
+}
+
+impl fmt::Display for UrlListError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (n, (pos, e)) in self.bad.iter().enumerate() {
+            if n > 0 {
+                writeln!(f)?;
+            }
+            if self.count == 1 {
+                write!(f, "{e}")?;
+            } else {
+                write!(f, "URL {pos} of {}: {e}", self.count)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for UrlListError {}
+
 /// A parsed AMQP URL. `Display` shows it with the password replaced by
 /// `***`, fit for logs and status lines.
 #[derive(Clone, PartialEq, Eq)]
@@ -287,6 +316,25 @@ impl ConnectOptions {
     /// Parses `url` into options.
     pub fn parse(url: &str) -> Result<Self, UrlError> {
         AmqpUrl::parse(url).map(Self::new)
+    }
+
+    /// Parses a list of URLs separated by commas (a cluster's nodes, each
+    /// with its own credentials and vhost), judging every one of them.
+    pub fn parse_list(urls: &str) -> Result<Vec<Self>, UrlListError> {
+        let mut parsed = Vec::new();
+        let mut bad = Vec::new();
+        let parts: Vec<&str> = urls.split(',').collect();
+        for (i, part) in parts.iter().enumerate() {
+            match Self::parse(part) {
+                Ok(opts) => parsed.push(opts),
+                Err(e) => bad.push((i + 1, e)),
+            }
+        }
+        if bad.is_empty() {
+            Ok(parsed)
+        } else {
+            Err(UrlListError { count: parts.len(), bad })
+        }
     }
 
     /// Sets the heartbeat, in seconds.

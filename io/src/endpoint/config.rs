@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tasklane_core::{Config, ConsumeMode, EndpointId};
+use tasklane_core::{Config, ConsumeMode, EndpointId, Failover};
 
-use crate::amqp::{ConnectOptions, UrlError};
+use crate::amqp::{ConnectOptions, UrlListError};
 use crate::spool::SpoolOptions;
 
 /// How to run an endpoint: where the broker and the spool are, and the
@@ -21,12 +21,18 @@ use crate::spool::SpoolOptions;
 ///     .blocked_timeout(Duration::from_secs(30))
 ///     .spool_bounds(50_000, 512 << 20);
 /// assert_eq!(cfg.lane.endpoint.task_queue(), "ep-1.tasks");
+///
+/// // A cluster: one URL per node, each with its own credentials and vhost.
+/// let cfg = EndpointConfig::new("amqp://ep-1:pw@node1:5672/prod,amqp://ep-1:pw@node2:5672/prod", "ep-1", "/tmp/s")?;
+/// assert_eq!(cfg.brokers.len(), 2);
 /// # Ok::<(), tasklane_io::endpoint::EndpointError>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct EndpointConfig {
-    /// Broker URL, heartbeat and connection name.
-    pub amqp: ConnectOptions,
+    /// The broker's addresses (a cluster's nodes), each with its URL,
+    /// heartbeat and connection name. Core picks which one to try next
+    /// (`lane.addresses`, `lane.failover`).
+    pub brokers: Vec<ConnectOptions>,
     /// Directory of the LMDB spool (created if missing). One endpoint per
     /// directory.
     pub spool_dir: PathBuf,
@@ -38,19 +44,46 @@ pub struct EndpointConfig {
 }
 
 impl EndpointConfig {
-    /// A configuration with defaults for endpoint `id` at broker `url`,
-    /// spooling in `spool_dir`. The connection is named after the endpoint
-    /// unless the URL names it, and the jitter seed is drawn at random so
-    /// that endpoints do not reconnect in lockstep.
-    pub fn new(url: &str, id: &str, spool_dir: impl AsRef<Path>) -> Result<Self, super::EndpointError> {
+    /// A configuration with defaults for endpoint `id` at the broker `urls`
+    /// (one URL, or several separated by commas), spooling in `spool_dir`.
+    /// Connections are named after the endpoint unless a URL names them,
+    /// and the jitter seed is drawn at random so that endpoints do not
+    /// reconnect in lockstep (nor pick the same node first).
+    pub fn new(urls: &str, id: &str, spool_dir: impl AsRef<Path>) -> Result<Self, super::EndpointError> {
         let endpoint = EndpointId::new(id).map_err(|e| super::EndpointError::EndpointId(id.to_string(), e))?;
-        let mut amqp = ConnectOptions::parse(url)?;
-        if amqp.connection_name.is_none() {
-            amqp.connection_name = Some(format!("tasklane endpoint {endpoint}"));
+        Self::with_brokers(ConnectOptions::parse_list(urls)?, endpoint, spool_dir)
+    }
+
+    /// [`EndpointConfig::new`] from parsed broker options (at least one).
+    pub fn with_brokers(
+        mut brokers: Vec<ConnectOptions>,
+        endpoint: EndpointId,
+        spool_dir: impl AsRef<Path>,
+    ) -> Result<Self, super::EndpointError> {
+        for b in &mut brokers {
+            if b.connection_name.is_none() {
+                b.connection_name = Some(format!("tasklane endpoint {endpoint}"));
+            }
         }
         let mut lane = Config::new(endpoint);
         lane.seed = uuid::Uuid::new_v4().as_u64_pair().0;
-        Ok(Self { amqp, spool_dir: spool_dir.as_ref().to_path_buf(), spool: SpoolOptions::default(), lane })
+        lane.addresses = brokers.len();
+        lane.validate()?;
+        Ok(Self { brokers, spool_dir: spool_dir.as_ref().to_path_buf(), spool: SpoolOptions::default(), lane })
+    }
+
+    /// The order in which the broker addresses are tried.
+    pub fn failover(mut self, failover: Failover) -> Self {
+        self.lane.failover = failover;
+        self
+    }
+
+    /// Trusts the CAs in PEM file `path` for every `amqps://` broker.
+    pub fn tls_ca(mut self, path: impl AsRef<Path>) -> Self {
+        for b in &mut self.brokers {
+            b.tls.ca_file = Some(path.as_ref().to_path_buf());
+        }
+        self
     }
 
     /// Broker prefetch window.
@@ -61,7 +94,9 @@ impl EndpointConfig {
 
     /// Heartbeat in seconds (the lower of this and the broker's wins).
     pub fn heartbeat(mut self, seconds: u16) -> Self {
-        self.amqp.heartbeat = seconds;
+        for b in &mut self.brokers {
+            b.heartbeat = seconds;
+        }
         self
     }
 
@@ -86,8 +121,8 @@ impl EndpointConfig {
     }
 }
 
-impl From<UrlError> for super::EndpointError {
-    fn from(e: UrlError) -> Self {
+impl From<UrlListError> for super::EndpointError {
+    fn from(e: UrlListError) -> Self {
         super::EndpointError::Url(e)
     }
 }

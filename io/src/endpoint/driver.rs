@@ -33,7 +33,8 @@ fn now() -> std::time::Instant {
 
 pub(super) struct Driver {
     pub lane: Lane,
-    pub opts: ConnectOptions,
+    /// The broker addresses core picks from.
+    pub brokers: Vec<ConnectOptions>,
     pub spool: SpoolWriter,
     pub spool_reports: mpsc::UnboundedReceiver<SpoolReport>,
     pub app: mpsc::UnboundedReceiver<AppCmd>,
@@ -161,13 +162,14 @@ impl Driver {
     fn drain(&mut self, sinks: &Sinks, conn: &mut Option<ConnHandle>, closing: &mut Vec<ConnHandle>) {
         while let Some(output) = self.lane.poll() {
             match output {
-                Output::Amqp(Amqp::Connect { conn: id }) => {
+                Output::Amqp(Amqp::Connect { conn: id, address }) => {
                     if let Some(old) = conn.take() {
                         let _ = old.cmds.send(ConnCmd::Close("replaced".into()));
                         closing.push(old);
                     }
-                    tracing::debug!(conn = id.0, url = %self.opts.url, "connecting");
-                    *conn = Some(ConnHandle::spawn(id, self.opts.clone(), sinks.clone()));
+                    let opts = self.brokers[address].clone();
+                    tracing::debug!(conn = id.0, url = %opts.url, "connecting");
+                    *conn = Some(ConnHandle::spawn(id, opts, sinks.clone()));
                 }
                 Output::Amqp(Amqp::Disconnect { conn: id, reason }) => {
                     if conn.as_ref().is_some_and(|c| c.id == id) {

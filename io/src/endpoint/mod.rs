@@ -36,7 +36,7 @@ use tokio::task::JoinHandle;
 
 pub use config::EndpointConfig;
 
-use crate::amqp::{ConnectionInfo, UrlError};
+use crate::amqp::{ConnectionInfo, UrlListError};
 use crate::spool::{self, CorruptRecord, SpoolError};
 use driver::{AppCmd, Driver};
 
@@ -44,9 +44,9 @@ use driver::{AppCmd, Driver};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EndpointError {
-    /// The broker URL cannot be used.
+    /// A broker URL cannot be used (one line per bad URL).
     #[error(transparent)]
-    Url(UrlError),
+    Url(UrlListError),
     /// The endpoint id is not valid.
     #[error("endpoint id {0:?}: {1}")]
     EndpointId(String, InvalidId),
@@ -95,7 +95,8 @@ impl Endpoint {
     /// while it is unreachable, and connecting goes on in the background.
     pub async fn open(config: EndpointConfig) -> Result<Self, EndpointError> {
         config.lane.validate()?;
-        let EndpointConfig { amqp, spool_dir, spool: spool_opts, lane: lane_cfg } = config;
+        let EndpointConfig { brokers, spool_dir, spool: spool_opts, lane: mut lane_cfg } = config;
+        lane_cfg.addresses = brokers.len();
         let opened = tokio::task::spawn_blocking(move || spool::open(spool_dir, &spool_opts))
             .await
             .expect("spool open does not panic")?;
@@ -111,7 +112,7 @@ impl Endpoint {
         let (connection_tx, connection_rx) = watch::channel(None);
         let driver = Driver {
             lane,
-            opts: amqp,
+            brokers,
             spool: opened.writer,
             spool_reports: opened.reports,
             app: app_rx,
@@ -122,9 +123,10 @@ impl Endpoint {
             connection: std::sync::Arc::new(connection_tx),
         };
         let span = tracing::info_span!("endpoint", id = %endpoint);
-        span.in_scope(
-            || tracing::info!(url = %driver.opts.url, inbox = depths.inbox, outbox = depths.outbox, "endpoint opened"),
-        );
+        span.in_scope(|| {
+            let urls: Vec<String> = driver.brokers.iter().map(|b| b.url.to_string()).collect();
+            tracing::info!(urls = %urls.join(","), inbox = depths.inbox, outbox = depths.outbox, "endpoint opened")
+        });
         let handle = tokio::spawn(tracing::Instrument::instrument(driver.run(), span));
         Ok(Self {
             id: endpoint,

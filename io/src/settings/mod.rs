@@ -18,7 +18,7 @@
 //! // The environment wins over the file.
 //! settings.apply_env([("TASKLANE_PREFETCH".to_string(), "200".to_string())])?;
 //! let (cfg, metrics) = settings.build()?;
-//! assert_eq!((cfg.amqp.heartbeat, cfg.lane.blocked_timeout.as_secs(), cfg.lane.prefetch), (10, 30, 200));
+//! assert_eq!((cfg.brokers[0].heartbeat, cfg.lane.blocked_timeout.as_secs(), cfg.lane.prefetch), (10, 30, 200));
 //! assert!(metrics.is_none());
 //! # Ok::<(), tasklane_io::settings::Problems>(())
 //! ```
@@ -161,8 +161,8 @@ impl EndpointSettings {
             }
         }
         if let Some(url) = url {
-            if let Err(e) = ConnectOptions::parse(url) {
-                problems.push(format!("amqp_url: {e}"));
+            if let Err(e) = ConnectOptions::parse_list(url) {
+                problems.extend(e.to_string().lines().map(|line| format!("amqp_url: {line}")));
             }
         }
         if self.blocked_timeout_secs == Some(0) {
@@ -182,7 +182,7 @@ impl EndpointSettings {
         };
         let mut cfg = EndpointConfig::new(url, endpoint, spool_dir).map_err(|e| Problems(vec![e.to_string()]))?;
         if let Some(ca) = &self.tls_ca {
-            cfg.amqp.tls.ca_file = Some(ca.clone());
+            cfg = cfg.tls_ca(ca);
         }
         if let Some(secs) = self.heartbeat_secs {
             cfg = cfg.heartbeat(secs);

@@ -26,13 +26,13 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 #[test]
 fn every_key_reaches_the_endpoint_configuration() {
     let (cfg, metrics) = EndpointSettings::from_toml(FULL, "f.toml").unwrap().build().unwrap();
-    assert_eq!(cfg.amqp.url.host(), "broker.example");
-    assert_eq!(cfg.amqp.url.vhost(), "prod");
-    assert_eq!(cfg.amqp.tls.ca_file.as_deref(), Some(std::path::Path::new("/etc/tasklane/ca.pem")));
+    assert_eq!(cfg.brokers[0].url.host(), "broker.example");
+    assert_eq!(cfg.brokers[0].url.vhost(), "prod");
+    assert_eq!(cfg.brokers[0].tls.ca_file.as_deref(), Some(std::path::Path::new("/etc/tasklane/ca.pem")));
     assert_eq!(cfg.lane.endpoint.as_str(), "ep-1");
     assert_eq!(cfg.spool_dir, std::path::Path::new("/var/lib/tasklane/ep-1"));
     assert_eq!(metrics, Some("127.0.0.1:9464".parse().unwrap()));
-    assert_eq!(cfg.amqp.heartbeat, 5);
+    assert_eq!(cfg.brokers[0].heartbeat, 5);
     assert_eq!(cfg.lane.blocked_timeout, Duration::from_secs(45));
     assert_eq!(cfg.lane.prefetch, 250);
     assert_eq!(cfg.lane.consume_mode, ConsumeMode::Exclusive);
@@ -54,7 +54,7 @@ fn the_environment_overrides_the_file_and_ignores_foreign_variables() {
     ]))
     .unwrap();
     let (cfg, _) = s.build().unwrap();
-    assert_eq!((cfg.amqp.heartbeat, cfg.lane.blocked_timeout), (20, Duration::from_secs(90)));
+    assert_eq!((cfg.brokers[0].heartbeat, cfg.lane.blocked_timeout), (20, Duration::from_secs(90)));
     assert_eq!(cfg.lane.consume_mode, ConsumeMode::SingleActive);
     assert_eq!(cfg.lane.prefetch, 250, "what the environment does not name stays as the file says");
 }

@@ -105,7 +105,7 @@ pub fn demo_config(g: &Global, endpoint: &EndpointId, spool: &Path) -> Result<En
         .map_err(|e| Failure::Usage(e.to_string()))?
         .heartbeat(DEFAULT_HEARTBEAT);
     if let Some(ca) = &g.tls_ca {
-        config.amqp.tls.ca_file = Some(ca.clone());
+        config = config.tls_ca(ca);
     }
     Ok(config)
 }
@@ -123,8 +123,8 @@ pub async fn start(
     tracing::info!(
         endpoint = %endpoint,
         spool = %spool.display(),
-        broker = %config.amqp.url,
-        heartbeat_secs = config.amqp.heartbeat,
+        brokers = %config.brokers.iter().map(|b| b.url.to_string()).collect::<Vec<_>>().join(","),
+        heartbeat_secs = config.brokers[0].heartbeat,
         blocked_timeout_secs = config.lane.blocked_timeout.as_secs(),
         prefetch = config.lane.prefetch,
         "starting endpoint"
