@@ -76,8 +76,9 @@ impl CoreRig {
                         self.consume = channel;
                         pending.push_back(Input::QosOk { channel })
                     }
-                    Output::Amqp(Amqp::Consume { channel, .. }) => {
-                        pending.push_back(Input::ConsumeOk { channel, active: true })
+                    Output::Amqp(Amqp::Consume { channel, .. }) => pending.push_back(Input::ConsumeOk { channel }),
+                    Output::Amqp(Amqp::QueryConsumers { channel, .. }) => {
+                        pending.push_back(Input::ConsumerCount { channel, consumers: 1 })
                     }
                     Output::Amqp(Amqp::ConfirmSelect { channel }) => {
                         self.publish = channel;

@@ -79,6 +79,11 @@ pub struct Config {
     pub republish: BackoffConfig,
     /// How long a refused (exclusive) consumer waits before trying again.
     pub standby_retry: Duration,
+    /// How often a standby (single active consumer) asks for the queue's
+    /// consumer count, to learn that it became the active one.
+    pub standby_poll: Duration,
+    /// Longest a shutdown waits for the spool to commit what was issued.
+    pub shutdown_grace: Duration,
     /// How long a `connection.blocked` may last before the connection is
     /// dropped and made again; the service decides it (SPEC §2).
     pub blocked_timeout: Duration,
@@ -130,6 +135,8 @@ impl Config {
             reconnect: BackoffConfig::default(),
             republish: BackoffConfig { initial: Duration::from_millis(500), max: Duration::from_secs(30) },
             standby_retry: Duration::from_secs(2),
+            standby_poll: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(10),
             blocked_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(30),
@@ -164,6 +171,9 @@ impl Config {
         }
         if self.standby_retry.is_zero() {
             return bad("standby_retry", "must be above zero");
+        }
+        if self.standby_poll.is_zero() {
+            return bad("standby_poll", "must be above zero");
         }
         if self.addresses == 0 {
             return bad("addresses", "needs at least one broker address");

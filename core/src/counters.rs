@@ -32,4 +32,6 @@ pub struct Counters {
     pub connections: u64,
     /// Connection attempts that failed or sessions that were lost.
     pub disconnects: u64,
+    /// Spool writes the spool refused (a bug; see `Event::SpoolRefused`).
+    pub spool_refused: u64,
 }

@@ -67,33 +67,28 @@ pub enum Input {
         /// Which channel.
         channel: ChannelId,
     },
-    /// `Amqp::Consume` succeeded. `active` is false when the shell knows the
-    /// queue already has an active consumer (single active consumer): this
-    /// lane then waits as a standby until its first delivery or
-    /// `ConsumerActive`. AMQP 0-9-1 does not say which consumer is active;
-    /// a shell may read the queue's consumer count (a passive declare)
-    /// before consuming and poll it while standing by. When unsure, report
-    /// `true`: status is all it affects, never what is acked.
+    /// `Amqp::Consume` succeeded: the consumer is registered. Whether it
+    /// receives deliveries (single active consumer) core finds out itself,
+    /// with `Amqp::QueryConsumers` and from its first delivery. A refused
+    /// consume (403 ACCESS_REFUSED, 405 RESOURCE_LOCKED) comes as
+    /// `ChannelClosed` with the broker's code.
     ConsumeOk {
         /// Which channel.
         channel: ChannelId,
-        /// Whether this consumer receives deliveries now.
-        active: bool,
     },
-    /// The shell learned that this lane's consumer became the active one.
-    ConsumerActive {
+    /// The answer to `Amqp::QueryConsumers`: how many consumers the queue
+    /// has (a passive `queue.declare`), this lane's own included.
+    ConsumerCount {
+        /// The channel the query was made on.
+        channel: ChannelId,
+        /// The queue's consumer count.
+        consumers: u32,
+    },
+    /// The broker cancelled the consumer on `channel` (`basic.cancel` from
+    /// the server, e.g. its queue was deleted). The channel stays open.
+    ConsumerCancelled {
         /// Which channel.
         channel: ChannelId,
-    },
-    /// `Amqp::Consume` was refused (exclusive consumer present: 403
-    /// ACCESS_REFUSED, or 405 RESOURCE_LOCKED). The channel is gone.
-    ConsumeRefused {
-        /// Which channel.
-        channel: ChannelId,
-        /// AMQP reply code.
-        code: u16,
-        /// AMQP reply text.
-        text: String,
     },
     /// `Amqp::ConfirmSelect` succeeded.
     ConfirmSelectOk {
@@ -152,6 +147,16 @@ pub enum Input {
         /// Why, for status and logs.
         reason: String,
     },
+    /// The spool refused write `seq` because it does not fit what the spool
+    /// holds (a bug of core or of the spool, never of the peer). The write
+    /// changed nothing; later writes still apply, and a commit report still
+    /// covers it.
+    SpoolRefused {
+        /// The write.
+        seq: WriteSeq,
+        /// Why, for logs.
+        reason: String,
+    },
     /// The application finished a task.
     Complete {
         /// Which task.
@@ -166,8 +171,11 @@ pub enum Input {
     /// `handle` call also processes expired deadlines; this input does
     /// nothing else.
     Timeout,
-    /// Stop: close the connection and stay down. Spool writes still complete
-    /// and results may still be recorded.
+    /// Stop: take no more deliveries, let the spool commit what was issued
+    /// (acking what that makes durable), then close the connection and stay
+    /// down; [`crate::Lane::is_drained`] says when the shell may stop. Bounded
+    /// by `Config::shutdown_grace`: what is not durable by then is simply
+    /// delivered again by the broker later. Results may still be recorded.
     Shutdown,
 }
 
@@ -184,8 +192,8 @@ impl Input {
             Input::ChannelClosed { .. } => "ChannelClosed",
             Input::QosOk { .. } => "QosOk",
             Input::ConsumeOk { .. } => "ConsumeOk",
-            Input::ConsumerActive { .. } => "ConsumerActive",
-            Input::ConsumeRefused { .. } => "ConsumeRefused",
+            Input::ConsumerCount { .. } => "ConsumerCount",
+            Input::ConsumerCancelled { .. } => "ConsumerCancelled",
             Input::ConfirmSelectOk { .. } => "ConfirmSelectOk",
             Input::Delivery { .. } => "Delivery",
             Input::PublishAck { .. } => "PublishAck",
@@ -193,6 +201,7 @@ impl Input {
             Input::Returned { .. } => "Returned",
             Input::SpoolCommitted { .. } => "SpoolCommitted",
             Input::SpoolStalled { .. } => "SpoolStalled",
+            Input::SpoolRefused { .. } => "SpoolRefused",
             Input::Complete { .. } => "Complete",
             Input::Timeout => "Timeout",
             Input::Shutdown => "Shutdown",

@@ -20,10 +20,11 @@
 //!    - [`Output::Amqp`]: do it on the connection or channel it names, and
 //!      report the answer as an input (`Connect` → `Connected` /
 //!      `ConnectFailed`, `OpenChannel` → `ChannelOpened`, `Qos` → `QosOk`,
-//!      `Consume` → `ConsumeOk` / `ConsumeRefused`, `ConfirmSelect` →
-//!      `ConfirmSelectOk`). Acks, rejects and publishes have no direct
+//!      `Consume` → `ConsumeOk` (or `ChannelClosed` with the broker's code
+//!      when refused), `QueryConsumers` → `ConsumerCount`, `ConfirmSelect`
+//!      → `ConfirmSelectOk`). Acks, rejects and publishes have no direct
 //!      answer; confirms come back as `PublishAck` / `PublishNack`, returns
-//!      as `Returned`.
+//!      as `Returned`. `Disconnect` closes politely and expects nothing.
 //!    - [`Output::Spool`]: queue the write; apply writes in order; commit
 //!      them in groups (one transaction, one fsync); report
 //!      `SpoolCommitted { upto }` with the last write of the group.
@@ -31,9 +32,15 @@
 //!      with `Input::Complete` when it has a result.
 //!    - [`Output::Event`]: status changes and reports, for the application.
 //! 3. Report everything the broker does on its own as inputs (`Delivery`,
-//!    `ConnectionLost`, `ChannelClosed`, `Blocked`, ...).
+//!    `ConnectionLost`, `ChannelClosed`, `ConsumerCancelled`, `Blocked`,
+//!    ...), and what the spool does (`SpoolCommitted`, `SpoolStalled`,
+//!    `SpoolRefused`). Report only what happened: core sets every timeout
+//!    itself (connect, handshake, blocked, standby polls, shutdown).
 //! 4. Arm one timer at [`Lane::poll_timeout`]; when it fires, call
 //!    `handle(now, Input::Timeout)`. Early or extra calls are harmless.
+//! 5. To stop, feed `Input::Shutdown` and keep driving until
+//!    [`Lane::is_drained`]; it is, at the latest, `Config::shutdown_grace`
+//!    later.
 //!
 //! Errors from `handle` mean the caller misused the API ([`UsageError`]);
 //! faults of the broker, the network or the spool are [`Event`]s.
@@ -65,8 +72,11 @@
 //!             Output::Amqp(Amqp::OpenChannel { channel }) => inputs.push_back(Input::ChannelOpened { channel }),
 //!             Output::Amqp(Amqp::Qos { channel, .. }) => inputs.push_back(Input::QosOk { channel }),
 //!             Output::Amqp(Amqp::ConfirmSelect { channel }) => inputs.push_back(Input::ConfirmSelectOk { channel }),
+//!             Output::Amqp(Amqp::QueryConsumers { channel, .. }) => {
+//!                 inputs.push_back(Input::ConsumerCount { channel, consumers: 1 })
+//!             }
 //!             Output::Amqp(Amqp::Consume { channel, .. }) => {
-//!                 inputs.push_back(Input::ConsumeOk { channel, active: true });
+//!                 inputs.push_back(Input::ConsumeOk { channel });
 //!                 for tag in 1..=tasks_left {
 //!                     let task = Task { id: TaskId::new(format!("t{tag}")).unwrap(), kind: None, body: Bytes::from("hi") };
 //!                     inputs.push_back(Input::Delivery { channel, tag, redelivered: false, message: encode_task(&task) });
@@ -97,10 +107,14 @@
 //! assert_eq!(lane.counters().confirmed, 3);
 //! assert_eq!((spool.inbox_len(), spool.outbox_len()), (0, 0));
 //! assert_eq!(lane.status(), &Status::Consuming);
+//! lane.handle(now, Input::Shutdown).unwrap();
+//! assert!(lane.is_drained());
 //! ```
 
 #![warn(missing_docs)]
 
+#[cfg(any(test, feature = "audit"))]
+pub mod audit;
 mod backoff;
 pub mod codec;
 mod config;

@@ -58,8 +58,8 @@ pub enum Amqp {
         /// Prefetch count.
         prefetch: u16,
     },
-    /// `basic.consume` on `queue` (manual acks). Answer: `ConsumeOk` or
-    /// `ConsumeRefused`.
+    /// `basic.consume` on `queue` (manual acks). Answer: `ConsumeOk`, or
+    /// `ChannelClosed` with the broker's code when it is refused.
     Consume {
         /// Which channel.
         channel: ChannelId,
@@ -67,6 +67,16 @@ pub enum Amqp {
         queue: String,
         /// Whether to ask for an exclusive consumer.
         exclusive: bool,
+    },
+    /// How many consumers `queue` has: a passive `queue.declare` on
+    /// `channel`. Answer: `ConsumerCount`. AMQP does not say which single
+    /// active consumer is the active one; the first registered one is, so
+    /// a count of one after our consume means it is us.
+    QueryConsumers {
+        /// Which channel (the consuming one).
+        channel: ChannelId,
+        /// The queue, `E.tasks`.
+        queue: String,
     },
     /// `confirm.select`. Answer: `ConfirmSelectOk`.
     ConfirmSelect {
@@ -99,8 +109,10 @@ pub enum Amqp {
         /// The message: `message_id`, headers and body.
         message: RawMessage,
     },
-    /// Close the connection (if any) and forget it; no answer is expected
-    /// beyond a possible late `ConnectionLost`, which is ignored.
+    /// Close the connection (if any) politely (`connection.close`), giving
+    /// up on the close handshake after a short bound, and forget it; no
+    /// answer is expected beyond a possible late `ConnectionLost`, which is
+    /// ignored. Also ends an attempt still connecting.
     Disconnect {
         /// The connection.
         conn: ConnId,
@@ -192,4 +204,20 @@ pub enum Event {
     },
     /// The spool committed again after [`Event::SpoolFull`].
     SpoolRecovered,
+    /// The spool refused a write (a bug, not a fault of the peer): the
+    /// write changed nothing.
+    SpoolRefused {
+        /// The write.
+        seq: crate::ids::WriteSeq,
+        /// Why.
+        reason: String,
+    },
+    /// The broker cancelled the consumer; the connection is made again.
+    ConsumerCancelled,
+    /// Shutdown ended at its grace with spool writes not committed (their
+    /// tasks were never acked: the broker delivers them again later).
+    ShutdownIncomplete {
+        /// Writes issued and not committed.
+        uncommitted: u64,
+    },
 }

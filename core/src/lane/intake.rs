@@ -33,6 +33,9 @@ enum Gate {
 pub(super) struct Intake {
     /// The channel deliveries are accepted from.
     channel: Option<ChannelId>,
+    /// Shutting down: deliveries are no longer taken (the broker requeues
+    /// them when the connection closes); settled ones are still acked.
+    closed: bool,
     last_tag: u64,
     unsettled: BTreeMap<u64, Gate>,
     held: VecDeque<(u64, Task)>,
@@ -45,7 +48,7 @@ impl Intake {
     /// Starts accepting deliveries from `channel`.
     pub(super) fn start(&mut self, channel: ChannelId) {
         let old = std::mem::take(self);
-        *self = Self { channel: Some(channel), ..Self::default() };
+        *self = Self { channel: Some(channel), closed: old.closed, ..Self::default() };
         #[cfg(feature = "sabotage")]
         {
             self.stale = old.stale;
@@ -53,9 +56,21 @@ impl Intake {
         let _ = old;
     }
 
+    /// Shutdown: take no more deliveries.
+    pub(super) fn close(&mut self) {
+        self.closed = true;
+    }
+
+    /// Whether an ack is still owed for a delivery whose write is issued:
+    /// keeping the session lets it go out once the spool commits.
+    pub(super) fn owes_acks(&self) -> bool {
+        self.channel.is_some() && self.unsettled.values().any(|g| matches!(g, Gate::Write(_)))
+    }
+
     /// The channel is gone: its unsettled deliveries are the broker's again.
     pub(super) fn stop(&mut self) {
         let old = std::mem::take(self);
+        self.closed = old.closed;
         #[cfg(feature = "sabotage")]
         {
             self.stale = old.stale;
@@ -74,8 +89,8 @@ impl Lane {
         redelivered: bool,
         message: RawMessage,
     ) {
-        if self.intake.channel != Some(channel) {
-            return; // a late delivery of a channel already given up
+        if self.intake.channel != Some(channel) || self.intake.closed {
+            return; // a late delivery of a channel given up, or shutting down
         }
         if tag <= self.intake.last_tag {
             let detail = format!("delivery tag {tag} after tag {} on the same channel", self.intake.last_tag);
@@ -140,6 +155,9 @@ impl Lane {
 
     /// Room may have opened in the spool: admit held deliveries in order.
     pub(super) fn admit_held(&mut self) {
+        if self.intake.closed {
+            return; // shutting down: the broker delivers them again later
+        }
         while let Some((tag, task)) = self.intake.held.pop_front() {
             if !self.admit(tag, &task) {
                 self.intake.held.push_front((tag, task));

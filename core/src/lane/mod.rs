@@ -2,15 +2,19 @@
 //! failover, as one sans-IO state machine.
 //!
 //! The work is split by concept: [`session`] owns the connection and its two
-//! channels (failover, backoff, standby), [`intake`] the deliveries (dedup,
-//! rejection, backpressure, group acks, hand-off), [`outbox`] the results
-//! (completion, publishing, confirms, retries).
+//! channels (failover, backoff, timeouts) and [`addresses`] the choice of
+//! broker node, [`consumer`] the consuming channel (standby, refusal,
+//! cancel), [`intake`] the deliveries (dedup, rejection, backpressure, group
+//! acks, hand-off), [`outbox`] the results (completion, publishing,
+//! confirms, retries), [`shutdown`] the bounded drain.
 
 mod addresses;
+mod consumer;
 mod inbox;
 mod intake;
 mod outbox;
 mod session;
+mod shutdown;
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -56,6 +60,10 @@ pub struct Lane {
     committed: u64,
     /// The spool reported a stall and has not committed since.
     spool_stalled: bool,
+    /// Shutting down, until this deadline.
+    shutdown: Option<Instant>,
+    /// `Event::ShutdownIncomplete` was emitted.
+    shutdown_reported: bool,
     inbox: Inbox,
     intake: Intake,
     outbox: Outbox,
@@ -82,6 +90,8 @@ impl Lane {
             issued: 0,
             committed: 0,
             spool_stalled: false,
+            shutdown: None,
+            shutdown_reported: false,
             inbox: Inbox::new(&cfg, &snapshot),
             intake: Intake::default(),
             outbox: Outbox::new(&snapshot),
@@ -97,18 +107,21 @@ impl Lane {
         Ok(lane)
     }
 
-    /// Feeds one input. Expired deadlines are processed first, so any input
-    /// (also [`Input::Timeout`]) moves timers along.
+    /// Feeds one input, then processes every expired deadline, so any input
+    /// (also [`Input::Timeout`]) moves timers along. The input comes first:
+    /// what it says (a lost connection, say) holds for what the deadlines
+    /// then do.
     ///
-    /// Returns `Err` only for misuse of the API; the lane is then unchanged.
+    /// Returns `Err` only for misuse of the API, judged before anything
+    /// else: the lane is then unchanged, also when deadlines were due.
     pub fn handle(&mut self, now: Instant, input: Input) -> Result<(), UsageError> {
+        self.check_usage(&input)?;
         if now > self.now {
             self.now = now;
         }
         let now = self.now;
-        self.on_timers(now);
         match input {
-            Input::Connected { conn } => self.on_connected(now, conn)?,
+            Input::Connected { conn } => self.on_connected(now, conn),
             Input::ConnectFailed { conn, reason } => self.on_connect_failed(now, conn, reason),
             Input::ConnectionLost { conn, reason } => self.on_connection_lost(now, conn, reason),
             Input::Blocked { conn, reason } => self.on_blocked(now, conn, reason),
@@ -116,9 +129,9 @@ impl Lane {
             Input::ChannelOpened { channel } => self.on_channel_opened(channel),
             Input::ChannelClosed { channel, code, text } => self.on_channel_closed(now, channel, code, text),
             Input::QosOk { channel } => self.on_qos_ok(channel),
-            Input::ConsumeOk { channel, active } => self.on_consume_ok(channel, active),
-            Input::ConsumerActive { channel } => self.on_consumer_active(channel),
-            Input::ConsumeRefused { channel, code, text } => self.on_consume_refused(now, channel, code, text),
+            Input::ConsumeOk { channel } => self.on_consume_ok(channel),
+            Input::ConsumerCount { channel, consumers } => self.on_consumer_count(now, channel, consumers),
+            Input::ConsumerCancelled { channel } => self.on_consumer_cancelled(now, channel),
             Input::ConfirmSelectOk { channel } => self.on_confirm_select_ok(now, channel),
             Input::Delivery { channel, tag, redelivered, message } => {
                 self.on_delivery(now, channel, tag, redelivered, message)
@@ -126,17 +139,42 @@ impl Lane {
             Input::PublishAck { channel, tag, multiple } => self.on_publish_ack(now, channel, tag, multiple),
             Input::PublishNack { channel, tag, multiple } => self.on_publish_nack(now, channel, tag, multiple),
             Input::Returned { channel, message_id, code, text } => self.on_returned(channel, message_id, code, text),
-            Input::SpoolCommitted { upto } => self.on_spool_committed(now, upto)?,
+            Input::SpoolCommitted { upto } => self.on_spool_committed(now, upto),
             Input::SpoolStalled { reason } => {
                 self.spool_stalled = true;
                 self.emit(Event::SpoolFull { reason });
             }
-            Input::Complete { task, status, body } => self.on_complete(task, status, body)?,
+            Input::SpoolRefused { seq, reason } => {
+                self.counters.spool_refused += 1;
+                self.emit(Event::SpoolRefused { seq, reason });
+            }
+            Input::Complete { task, status, body } => self.on_complete(task, status, body),
             Input::Timeout => {}
-            Input::Shutdown => self.on_shutdown(),
+            Input::Shutdown => self.on_shutdown(now),
         }
+        self.on_timers(now);
+        self.settle_shutdown(now);
         self.refresh_status();
         Ok(())
+    }
+
+    /// Whether `input` is a misuse of the API, judged on the lane as it is
+    /// (before any deadline runs), so that an `Err` changes nothing.
+    fn check_usage(&self, input: &Input) -> Result<(), UsageError> {
+        match input {
+            Input::Connected { conn } if !self.issued_conn(*conn) => {
+                Err(UsageError::Unexpected { input: "Connected", why: "no Connect was issued with this id" })
+            }
+            Input::SpoolCommitted { upto } if upto.0 > self.issued => {
+                Err(UsageError::CommitBeyondIssued { reported: upto.0, issued: self.issued })
+            }
+            Input::SpoolRefused { seq, .. } if seq.0 > self.issued || seq.0 == 0 => Err(UsageError::Unexpected {
+                input: "SpoolRefused",
+                why: "no spool write was issued with this position",
+            }),
+            Input::Complete { task, .. } => self.check_complete(task),
+            _ => Ok(()),
+        }
     }
 
     /// The next thing to do, or `None` when there is nothing until the next
@@ -150,7 +188,7 @@ impl Lane {
     /// A call at any time is harmless.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.session_deadline(), self.outbox_deadline()].into_iter().flatten().min()
+        [self.session_deadline(), self.outbox_deadline(), self.shutdown_deadline()].into_iter().flatten().min()
     }
 
     /// The current status.
@@ -205,12 +243,9 @@ impl Lane {
         seq
     }
 
-    fn on_spool_committed(&mut self, now: Instant, upto: WriteSeq) -> Result<(), UsageError> {
-        if upto.0 > self.issued {
-            return Err(UsageError::CommitBeyondIssued { reported: upto.0, issued: self.issued });
-        }
+    fn on_spool_committed(&mut self, now: Instant, upto: WriteSeq) {
         if upto.0 <= self.committed {
-            return Ok(());
+            return;
         }
         self.committed = upto.0;
         if std::mem::take(&mut self.spool_stalled) {
@@ -224,7 +259,6 @@ impl Lane {
         self.outbox.committed(upto);
         self.advance_acks();
         self.pump(now);
-        Ok(())
     }
 
     fn refresh_status(&mut self) {

@@ -124,12 +124,16 @@ impl Outbox {
 }
 
 impl Lane {
-    pub(super) fn on_complete(&mut self, task: TaskId, status: ResultStatus, body: Bytes) -> Result<(), UsageError> {
-        match self.inbox.state(&task) {
-            None => return Err(UsageError::UnknownTask(task)),
-            Some(TaskState::Writing(_)) => return Err(UsageError::NotHandedOff(task)),
-            Some(TaskState::HandedOff) => {}
+    /// A result may be recorded only for a task handed off and not completed.
+    pub(super) fn check_complete(&self, task: &TaskId) -> Result<(), UsageError> {
+        match self.inbox.state(task) {
+            None => Err(UsageError::UnknownTask(task.clone())),
+            Some(TaskState::Writing(_)) => Err(UsageError::NotHandedOff(task.clone())),
+            Some(TaskState::HandedOff) => Ok(()),
         }
+    }
+
+    pub(super) fn on_complete(&mut self, task: TaskId, status: ResultStatus, body: Bytes) {
         let result = TaskResult { task, status, body };
         let forget = self.inbox.complete(&result.task, result.body.len() as u64);
         let seq = OutboxSeq(self.outbox.next_seq);
@@ -141,7 +145,6 @@ impl Lane {
         self.outbox.entries.insert(seq, Entry { result, state: State::Committing, failures: 0 });
         // The result may be smaller than the task: room for held deliveries.
         self.admit_held();
-        Ok(())
     }
 
     /// Publishes what is due, in outbox order, up to the unconfirmed limit.

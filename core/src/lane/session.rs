@@ -1,6 +1,7 @@
-//! The connection and its two channels (one consumes, one publishes), and
-//! failover: reconnect with backoff and jitter, standby while another
-//! endpoint holds the queue, the blocked-connection timeout.
+//! The connection and its two channels (one consumes, see [`super::consumer`],
+//! one publishes), and failover: reconnect over the broker addresses with
+//! backoff and jitter, the connect and handshake timeouts, the
+//! blocked-connection timeout.
 //!
 //! Any loss (socket, heartbeat, connection or channel close, handshake
 //! timeout, broker protocol violation) takes the same path: give up the
@@ -10,32 +11,11 @@
 use std::time::{Duration, Instant};
 
 use crate::backoff;
-use crate::config::ConsumeMode;
-use crate::error::UsageError;
 use crate::ids::{ChannelId, ConnId};
 use crate::output::{Amqp, Event, Output, Status};
 
+use super::consumer::ConsumeChan;
 use super::Lane;
-
-/// AMQP reply codes that mean "another consumer holds this queue".
-const ACCESS_REFUSED: u16 = 403;
-const RESOURCE_LOCKED: u16 = 405;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum ConsumeChan {
-    /// Channel open requested.
-    Opening(ChannelId),
-    /// `basic.qos` sent.
-    Qos(ChannelId),
-    /// `basic.consume` sent.
-    Subscribing(ChannelId),
-    /// Receiving deliveries.
-    Active(ChannelId),
-    /// Consumer registered, another one is active (single active consumer).
-    Waiting(ChannelId),
-    /// Consume refused (exclusive consumer present); try again at the time.
-    Refused { retry_at: Instant },
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum PublishChan {
@@ -51,8 +31,8 @@ pub(super) enum PublishChan {
 
 #[derive(Debug)]
 pub(super) struct Session {
-    conn: ConnId,
-    consume: ConsumeChan,
+    pub(super) conn: ConnId,
+    pub(super) consume: ConsumeChan,
     publish: PublishChan,
     /// Since when and why the broker blocks this connection.
     blocked: Option<(Instant, String)>,
@@ -95,7 +75,7 @@ pub(super) struct IdSource {
 }
 
 impl Lane {
-    fn next_channel(&mut self) -> ChannelId {
+    pub(super) fn next_channel(&mut self) -> ChannelId {
         self.ids.channel += 1;
         ChannelId(self.ids.channel)
     }
@@ -113,13 +93,15 @@ impl Lane {
         self.out.push_back(Output::Amqp(Amqp::Connect { conn, address }));
     }
 
-    pub(super) fn on_connected(&mut self, now: Instant, conn: ConnId) -> Result<(), UsageError> {
-        if conn.0 > self.ids.conn {
-            return Err(UsageError::Unexpected { input: "Connected", why: "no Connect was issued with this id" });
-        }
-        let Conn::Connecting { conn: current, .. } = self.conn else { return Ok(()) };
+    /// Whether `conn` names an attempt this lane made (for misuse checks).
+    pub(super) fn issued_conn(&self, conn: ConnId) -> bool {
+        conn.0 <= self.ids.conn
+    }
+
+    pub(super) fn on_connected(&mut self, now: Instant, conn: ConnId) {
+        let Conn::Connecting { conn: current, .. } = self.conn else { return };
         if current != conn {
-            return Ok(());
+            return;
         }
         self.counters.connections += 1;
         let (consume, publish) = (self.next_channel(), self.next_channel());
@@ -133,7 +115,6 @@ impl Lane {
         }));
         self.out.push_back(Output::Amqp(Amqp::OpenChannel { channel: consume }));
         self.out.push_back(Output::Amqp(Amqp::OpenChannel { channel: publish }));
-        Ok(())
     }
 
     pub(super) fn on_connect_failed(&mut self, now: Instant, conn: ConnId, reason: String) {
@@ -182,66 +163,6 @@ impl Lane {
         }
     }
 
-    pub(super) fn on_qos_ok(&mut self, channel: ChannelId) {
-        let Conn::Up(s) = &mut self.conn else { return };
-        if s.consume != ConsumeChan::Qos(channel) {
-            return;
-        }
-        s.consume = ConsumeChan::Subscribing(channel);
-        #[allow(unused_mut)]
-        let mut exclusive = self.cfg.consume_mode == ConsumeMode::Exclusive;
-        #[cfg(feature = "sabotage")]
-        if self.cfg.sabotage.never_exclusive {
-            exclusive = false;
-        }
-        let queue = self.cfg.endpoint.task_queue();
-        self.out.push_back(Output::Amqp(Amqp::Consume { channel, queue, exclusive }));
-        self.intake.start(channel);
-        #[cfg(feature = "sabotage")]
-        self.ack_stale_tags(channel);
-    }
-
-    pub(super) fn on_consume_ok(&mut self, channel: ChannelId, active: bool) {
-        let Conn::Up(s) = &mut self.conn else { return };
-        if s.consume == ConsumeChan::Subscribing(channel) {
-            s.consume = if active { ConsumeChan::Active(channel) } else { ConsumeChan::Waiting(channel) };
-            self.check_handshake_done();
-        }
-    }
-
-    pub(super) fn on_consumer_active(&mut self, channel: ChannelId) {
-        let Conn::Up(s) = &mut self.conn else { return };
-        if matches!(s.consume, ConsumeChan::Waiting(c) | ConsumeChan::Subscribing(c) if c == channel) {
-            s.consume = ConsumeChan::Active(channel);
-            self.check_handshake_done();
-        }
-    }
-
-    /// A delivery proves this consumer is the active one.
-    pub(super) fn on_first_delivery(&mut self) {
-        if let Conn::Up(s) = &mut self.conn {
-            if let ConsumeChan::Waiting(c) | ConsumeChan::Subscribing(c) = s.consume {
-                s.consume = ConsumeChan::Active(c);
-                self.check_handshake_done();
-            }
-        }
-        self.session_proved_healthy();
-    }
-
-    pub(super) fn on_consume_refused(&mut self, now: Instant, channel: ChannelId, code: u16, text: String) {
-        let Conn::Up(s) = &mut self.conn else { return };
-        // A delivery may come before the answer to the consume and makes the
-        // channel `Active`; a refusal still means the channel is gone, and
-        // its unsettled deliveries with it.
-        if !matches!(s.consume, ConsumeChan::Subscribing(c) | ConsumeChan::Active(c) if c == channel) {
-            return;
-        }
-        let _ = (code, text);
-        s.consume = ConsumeChan::Refused { retry_at: now + self.cfg.standby_retry };
-        self.intake.stop();
-        self.check_handshake_done();
-    }
-
     pub(super) fn on_confirm_select_ok(&mut self, now: Instant, channel: ChannelId) {
         let Conn::Up(s) = &mut self.conn else { return };
         if s.publish != PublishChan::Selecting(channel) {
@@ -255,26 +176,12 @@ impl Lane {
 
     pub(super) fn on_channel_closed(&mut self, now: Instant, channel: ChannelId, code: u16, text: String) {
         let Conn::Up(s) = &self.conn else { return };
-        let consume_channel = match s.consume {
-            ConsumeChan::Opening(c)
-            | ConsumeChan::Qos(c)
-            | ConsumeChan::Subscribing(c)
-            | ConsumeChan::Active(c)
-            | ConsumeChan::Waiting(c) => Some(c),
-            ConsumeChan::Refused { .. } => None,
-        };
         let publish_channel = match s.publish {
             PublishChan::Opening(c) | PublishChan::Selecting(c) | PublishChan::Ready(c) => Some(c),
             PublishChan::Closed { .. } => None,
         };
-        if consume_channel == Some(channel)
-            && s.consume == ConsumeChan::Subscribing(channel)
-            && matches!(code, ACCESS_REFUSED | RESOURCE_LOCKED)
-        {
-            return self.on_consume_refused(now, channel, code, text);
-        }
-        if consume_channel == Some(channel) {
-            self.drop_connection(now, format!("channel closed by broker: {code} {text}"));
+        if s.consume.channel() == Some(channel) {
+            self.on_consume_channel_closed(now, channel, code, text);
         } else if publish_channel == Some(channel) {
             let delay = backoff::delay(self.cfg.reconnect, self.ids.publish_failures, &mut self.rng);
             self.ids.publish_failures = self.ids.publish_failures.saturating_add(1);
@@ -294,7 +201,7 @@ impl Lane {
     }
 
     /// Closes the current connection on purpose and schedules a new one.
-    fn drop_connection(&mut self, now: Instant, reason: String) {
+    pub(super) fn drop_connection(&mut self, now: Instant, reason: String) {
         let conn = match &self.conn {
             Conn::Up(s) => s.conn,
             Conn::Connecting { conn, .. } => *conn,
@@ -321,6 +228,10 @@ impl Lane {
         self.counters.disconnects += 1;
         self.intake.stop();
         self.stop_publishing();
+        if self.shutdown.is_some() {
+            self.conn = Conn::Closed;
+            return;
+        }
         let delay = if self.rounds.failed(&mut self.rng) {
             let delay = backoff::delay(self.cfg.reconnect, self.ids.failures, &mut self.rng);
             self.ids.failures = self.ids.failures.saturating_add(1);
@@ -344,22 +255,23 @@ impl Lane {
         self.ids.publish_failures = 0;
     }
 
-    fn check_handshake_done(&mut self) {
+    pub(super) fn check_handshake_done(&mut self) {
         if let Conn::Up(s) = &mut self.conn {
-            let consuming =
-                matches!(s.consume, ConsumeChan::Active(_) | ConsumeChan::Waiting(_) | ConsumeChan::Refused { .. });
-            if consuming && matches!(s.publish, PublishChan::Ready(_) | PublishChan::Closed { .. }) {
+            if s.consume.settled() && matches!(s.publish, PublishChan::Ready(_) | PublishChan::Closed { .. }) {
                 s.handshake_deadline = None;
             }
         }
     }
 
-    pub(super) fn on_shutdown(&mut self) {
-        if let Conn::Up(s) = &self.conn {
-            let conn = s.conn;
-            self.out.push_back(Output::Amqp(Amqp::Disconnect { conn, reason: "shutdown".into() }));
-        } else if let Conn::Connecting { conn, .. } = self.conn {
-            self.out.push_back(Output::Amqp(Amqp::Disconnect { conn, reason: "shutdown".into() }));
+    /// Gives up the connection or attempt, if any, on purpose (shutdown).
+    pub(super) fn close_connection(&mut self, reason: &str) {
+        let conn = match &self.conn {
+            Conn::Up(s) => Some(s.conn),
+            Conn::Connecting { conn, .. } => Some(*conn),
+            _ => None,
+        };
+        if let Some(conn) = conn {
+            self.out.push_back(Output::Amqp(Amqp::Disconnect { conn, reason: reason.into() }));
         }
         self.intake.stop();
         self.stop_publishing();
@@ -383,15 +295,8 @@ impl Lane {
                         return self.drop_connection(now, reason);
                     }
                 }
-                let reopen_consume = matches!(s.consume, ConsumeChan::Refused { retry_at } if retry_at <= now);
                 let reopen_publish = matches!(s.publish, PublishChan::Closed { retry_at } if retry_at <= now);
-                if reopen_consume {
-                    let channel = self.next_channel();
-                    if let Conn::Up(s) = &mut self.conn {
-                        s.consume = ConsumeChan::Opening(channel);
-                    }
-                    self.out.push_back(Output::Amqp(Amqp::OpenChannel { channel }));
-                }
+                self.on_consume_timers(now);
                 if reopen_publish {
                     let channel = self.next_channel();
                     if let Conn::Up(s) = &mut self.conn {
@@ -411,22 +316,21 @@ impl Lane {
             Conn::Down { retry_at, .. } => Some(*retry_at),
             Conn::Connecting { deadline, .. } => Some(*deadline),
             Conn::Up(s) => {
-                let refused = match s.consume {
-                    ConsumeChan::Refused { retry_at } => Some(retry_at),
-                    _ => None,
-                };
                 let reopen = match s.publish {
                     PublishChan::Closed { retry_at } => Some(retry_at),
                     _ => None,
                 };
                 let blocked = s.blocked.as_ref().map(|(since, _)| *since + self.cfg.blocked_timeout);
-                [s.handshake_deadline, refused, reopen, blocked].into_iter().flatten().min()
+                [s.handshake_deadline, s.consume.deadline(), reopen, blocked].into_iter().flatten().min()
             }
             Conn::Closed => None,
         }
     }
 
     pub(super) fn derive_status(&self) -> Status {
+        if self.shutdown.is_some() {
+            return Status::Closed;
+        }
         match &self.conn {
             Conn::Closed => Status::Closed,
             Conn::Down { since, reason, .. } => Status::Disconnected { reason: reason.clone(), since: *since },
@@ -434,7 +338,7 @@ impl Lane {
             Conn::Up(s) => match (&s.blocked, s.consume) {
                 (Some((_, reason)), _) => Status::Blocked { reason: reason.clone() },
                 (None, ConsumeChan::Active(_)) => Status::Consuming,
-                (None, ConsumeChan::Waiting(_) | ConsumeChan::Refused { .. }) => Status::Standby,
+                (None, ConsumeChan::Waiting { .. } | ConsumeChan::Refused { .. }) => Status::Standby,
                 (None, _) => Status::Connecting,
             },
         }

@@ -3,14 +3,16 @@
 //! requeue on loss), a model spool (group commits; a crash drops what was not
 //! committed) and a model application. `step` delivers everything that is
 //! due; `drive` steps until nothing moves, jumping time to the lane's next
-//! deadline, and fails on livelock. Invariants are checked as outputs are
-//! carried out, and by the named `check_*` functions.
+//! deadline, and fails on livelock. Every step is checked by the auditor
+//! (`crate::audit`), the one set of lane invariants all test layers share;
+//! the world adds `check_nothing_lost`, which needs the broker's view.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::audit::{self, Auditor, Before};
 use crate::*;
 
 /// A message in the model broker.
@@ -41,7 +43,7 @@ pub struct Broker {
     /// The `results` exchange does not exist: a publish closes the channel
     /// with 404.
     pub exchange_missing: bool,
-    /// Another endpoint holds the queue: consumes get `active: false`
+    /// Another endpoint holds the queue: the consumer count says two
     /// (single active consumer) or are refused (exclusive).
     pub other_holder: bool,
     pub nack_next: usize,
@@ -104,6 +106,7 @@ pub struct World {
     pub now: Instant,
     pub cfg: Config,
     pub lane: Lane,
+    pub auditor: Auditor,
     pub broker: Broker,
     pub spool: Spool,
     pub app: App,
@@ -130,11 +133,15 @@ pub fn task_msg(id: &str) -> RawMessage {
 impl World {
     pub fn new(cfg: Config) -> Self {
         let now = Instant::now();
-        let lane = Lane::new(now, cfg.clone(), SpoolSnapshot::default()).unwrap();
+        let mut lane = Lane::new(now, cfg.clone(), SpoolSnapshot::default()).unwrap();
+        let mut auditor = Auditor::new(&cfg, &SpoolSnapshot::default());
+        let first = audit::drain(&mut lane);
+        auditor.begin(&lane, &first).unwrap_or_else(|v| panic!("{v}"));
         let mut w = Self {
             now,
             cfg,
             lane,
+            auditor,
             broker: Broker { reachable: true, routable: true, ..Broker::default() },
             spool: Spool { auto_commit: true, ..Spool::default() },
             app: App { auto_complete: true, ..App::default() },
@@ -144,7 +151,7 @@ impl World {
             crashes: 0,
             commands: Vec::new(),
         };
-        w.drain();
+        w.execute(first);
         w
     }
 
@@ -167,19 +174,66 @@ impl World {
         self.broker.queue.push_back(Msg { raw, redelivered: false });
     }
 
+    /// Feeds `input` to the lane, audits the step, and carries out what the
+    /// lane asks for.
     pub fn feed(&mut self, input: Input) {
-        self.lane.handle(self.now, input).expect("the harness uses the API correctly");
-        self.drain();
+        let before = Before::of(&self.lane);
+        let result = self.lane.handle(self.now, input.clone());
+        let outputs = audit::drain(&mut self.lane);
+        if let Err(v) = self.auditor.step(&before, self.now, &input, &result, &outputs, &self.lane) {
+            panic!("{v}");
+        }
+        result.expect("the harness uses the API correctly");
+        self.execute(outputs);
     }
 
-    /// Carries out everything the lane asks for.
-    pub fn drain(&mut self) {
-        while let Some(out) = self.lane.poll() {
+    /// Lets time pass beyond the lane's next deadline (without a timeout)
+    /// and then misuses the API in one of four ways: the lane must refuse
+    /// it and stay exactly as it was, due deadlines and all.
+    pub fn misuse(&mut self, kind: u8, extra: Duration) {
+        if let Some(due) = self.lane.poll_timeout() {
+            self.now = self.now.max(due);
+        }
+        self.now += extra;
+        let writing = self.spool.pending.iter().find_map(|w| match &w.op {
+            SpoolOp::Insert(t) if !self.spool.durable.inbox_contains(&t.task.id) => Some(t.task.id.clone()),
+            _ => None,
+        });
+        let beyond = WriteSeq(self.lane.last_write().0 + 1);
+        let input = match kind % 5 {
+            0 => Input::Complete {
+                task: TaskId::new("never-handed-off").unwrap(),
+                status: ResultStatus::Ok,
+                body: Bytes::new(),
+            },
+            1 => Input::SpoolCommitted { upto: beyond },
+            2 => Input::Connected { conn: ConnId(u64::MAX) },
+            3 => Input::SpoolRefused { seq: beyond, reason: "no such write".into() },
+            _ => match writing {
+                Some(task) => Input::Complete { task, status: ResultStatus::Failed, body: Bytes::new() },
+                None => Input::SpoolRefused { seq: WriteSeq(0), reason: "no such write".into() },
+            },
+        };
+        let state = format!("{:?}", self.lane);
+        let deadline = self.lane.poll_timeout();
+        let before = Before::of(&self.lane);
+        let result = self.lane.handle(self.now, input.clone());
+        let outputs = audit::drain(&mut self.lane);
+        if let Err(v) = self.auditor.step(&before, self.now, &input, &result, &outputs, &self.lane) {
+            panic!("{v}");
+        }
+        assert!(result.is_err(), "{input:?} is misuse, but the lane took it");
+        assert_eq!(format!("{:?}", self.lane), state, "the lane refused {input:?} but changed");
+        assert_eq!(self.lane.poll_timeout(), deadline, "the lane refused {input:?} but moved its deadline");
+    }
+
+    /// Carries out everything the lane asked for.
+    fn execute(&mut self, outputs: Vec<Output>) {
+        for out in outputs {
             match out {
                 Output::Amqp(cmd) => self.amqp(cmd),
                 Output::Spool(w) => self.spool.pending.push(w),
                 Output::Handoff(h) => {
-                    check_no_second_handoff(&self.app, &h.task.id);
                     self.app.handed.insert(h.task.id.clone());
                     self.app.waiting.push_back(h.task);
                 }
@@ -212,34 +266,35 @@ impl World {
             Amqp::Consume { channel, exclusive, .. } if b.channels.contains(&channel) => {
                 if b.other_holder && exclusive {
                     b.channels.remove(&channel);
-                    self.inputs.push_back(Input::ConsumeRefused { channel, code: 403, text: "exclusive".into() });
+                    let text = "ACCESS_REFUSED - queue in exclusive use".to_string();
+                    self.inputs.push_back(Input::ChannelClosed { channel, code: 403, text });
                 } else {
                     b.consumer.channel = Some(channel);
                     b.standby = b.other_holder;
-                    self.inputs.push_back(Input::ConsumeOk { channel, active: !b.other_holder });
+                    self.inputs.push_back(Input::ConsumeOk { channel });
                 }
+            }
+            Amqp::QueryConsumers { channel, .. } if b.channels.contains(&channel) => {
+                let consumers = u32::from(b.consumer.channel.is_some()) + u32::from(b.other_holder);
+                self.inputs.push_back(Input::ConsumerCount { channel, consumers });
             }
             Amqp::ConfirmSelect { channel } if b.channels.contains(&channel) => {
                 b.publish = Some((channel, 0));
                 self.inputs.push_back(Input::ConfirmSelectOk { channel });
             }
             Amqp::Ack { tag, multiple } if b.channels.contains(&tag.channel) => {
-                check_ack_on_delivering_channel(b, tag);
                 let tags: Vec<u64> = if multiple {
                     b.consumer.unacked.range(..=tag.tag).map(|(t, _)| *t).collect()
                 } else {
                     vec![tag.tag]
                 };
                 for t in tags {
-                    let m = b.consumer.unacked.remove(&t).expect("checked above");
-                    let id = m.id().expect("only tasks are acked");
-                    check_ack_after_commit(&self.spool, &id);
-                    b.acked.push(id);
+                    let m = b.consumer.unacked.remove(&t).expect("the auditor checked the tag");
+                    b.acked.push(m.id().expect("the auditor checked it is a task"));
                 }
             }
             Amqp::Reject { tag } if b.channels.contains(&tag.channel) => {
-                check_ack_on_delivering_channel(b, tag);
-                let m = b.consumer.unacked.remove(&tag.tag).expect("checked above");
+                let m = b.consumer.unacked.remove(&tag.tag).expect("the auditor checked the tag");
                 b.dead.push(m.raw);
             }
             Amqp::Publish { tag, message, routing_key, exchange }
@@ -382,8 +437,12 @@ impl World {
         self.inputs.clear();
         let mut cfg = self.cfg.clone();
         cfg.seed = cfg.seed.wrapping_add(self.crashes as u64);
-        self.lane = Lane::new(self.now, cfg, self.spool.durable.snapshot()).unwrap();
-        self.drain();
+        let snapshot = self.spool.durable.snapshot();
+        self.lane = Lane::new(self.now, cfg.clone(), snapshot.clone()).unwrap();
+        self.auditor = Auditor::new(&cfg, &snapshot);
+        let first = audit::drain(&mut self.lane);
+        self.auditor.begin(&self.lane, &first).unwrap_or_else(|v| panic!("{v}"));
+        self.execute(first);
     }
 
     /// The network drops the connection under the lane.
@@ -447,34 +506,6 @@ impl World {
         }
         None
     }
-}
-
-/// Invariant: a delivery is acked (or rejected) only on the channel that
-/// delivered it, and only while it is unsettled there.
-pub fn check_ack_on_delivering_channel(b: &Broker, tag: DeliveryTag) {
-    assert_eq!(
-        b.consumer.channel,
-        Some(tag.channel),
-        "ack or reject on channel {:?}, which is not consuming",
-        tag.channel
-    );
-    assert!(
-        b.consumer.unacked.contains_key(&tag.tag),
-        "stale or unknown tag {} acked on {:?} (unacked: {:?})",
-        tag.tag,
-        tag.channel,
-        b.consumer.unacked.keys().collect::<Vec<_>>()
-    );
-}
-
-/// Invariant: no broker ack before the task is durable in the spool.
-pub fn check_ack_after_commit(spool: &Spool, id: &TaskId) {
-    assert!(spool.ever_durable.contains(id), "task {id} acked before its spool write was committed");
-}
-
-/// Invariant: no task handed off twice within one spool lifetime.
-pub fn check_no_second_handoff(app: &App, id: &TaskId) {
-    assert!(!app.handed.contains(id), "task {id} handed off twice in one spool lifetime");
 }
 
 /// Invariant: every submitted task is somewhere: in the broker, durable in

@@ -4,4 +4,5 @@
 
 mod harness;
 mod lane_tests;
+mod lifecycle_tests;
 mod props;

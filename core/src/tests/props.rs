@@ -5,7 +5,8 @@
 //! before its commit, no tag is acked on another channel, nothing is handed
 //! off twice in one spool lifetime and no task is lost; after the faults
 //! heal, every submitted task's result must reach the service and the spool
-//! must drain.
+//! must drain. Misuse of the API fed while deadlines are due must leave the
+//! lane exactly as it was.
 
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ enum Action {
     Reachable(bool),
     OtherHolder(bool),
     Advance(u16),
+    /// Misuse of the API while deadlines are due.
+    Misuse(u8, u16),
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -59,6 +62,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => any::<bool>().prop_map(Action::Reachable),
         1 => any::<bool>().prop_map(Action::OtherHolder),
         2 => (1u16..5000).prop_map(Action::Advance),
+        1 => (any::<u8>(), 0u16..3000).prop_map(|(k, ms)| Action::Misuse(k, ms)),
     ]
 }
 
@@ -120,6 +124,7 @@ fn run(cfg: Config, actions: Vec<Action>) {
                 w.now += Duration::from_millis(u64::from(ms));
                 w.feed(Input::Timeout);
             }
+            Action::Misuse(kind, ms) => w.misuse(kind, Duration::from_millis(u64::from(ms))),
         }
     }
     // Heal: no more faults; the system must converge.

@@ -1,5 +1,5 @@
 //! Target 3: sequences of inputs driving one [`tasklane_core::Lane`], each
-//! step audited by [`crate::audit::Auditor`].
+//! step audited by [`tasklane_core::audit::Auditor`].
 //!
 //! A step is either any [`Input`] at all (ids, tags and sequence numbers as
 //! drawn: stale, future, foreign) or a guided one that picks among what the
@@ -146,7 +146,9 @@ enum Step {
         code: u16,
     },
     Block(bool),
-    ConsumerActive,
+    /// The broker answers a consumer-count query with this count, or
+    /// cancels the consumer (`None`).
+    Consumers(Option<u8>),
     /// Time passes (milliseconds, times 16 when `long`); due deadlines fire.
     Advance {
         ms: u16,
@@ -188,7 +190,7 @@ impl Step {
             9 => Step::LoseConnection,
             10 => Step::CloseChannel { publish: u.arbitrary()?, code: u.arbitrary()? },
             11 => Step::Block(u.arbitrary()?),
-            12 => Step::ConsumerActive,
+            12 => Step::Consumers(u.arbitrary()?),
             13 => Step::Advance { ms: u.arbitrary()?, long: u.arbitrary()? },
             14 => Step::Crash,
             _ => Step::Shutdown,
@@ -347,9 +349,12 @@ pub fn run_for_depth(data: &[u8]) -> Depth {
                     if on { Input::Blocked { conn, reason: "alarm".into() } } else { Input::Unblocked { conn } };
                 let _ = rig.feed(input);
             }
-            Step::ConsumerActive => {
+            Step::Consumers(count) => {
                 if let Some(channel) = rig.consume_channel() {
-                    let _ = rig.feed(Input::ConsumerActive { channel });
+                    let _ = rig.feed(match count {
+                        Some(n) => Input::ConsumerCount { channel, consumers: u32::from(n % 3) },
+                        None => Input::ConsumerCancelled { channel },
+                    });
                 }
             }
             Step::Advance { ms, long } => {
@@ -394,12 +399,13 @@ fn fail(rig: &mut Rig, k: usize, fault: Fault) {
         tasklane_core::Amqp::OpenChannel { channel }
         | tasklane_core::Amqp::Qos { channel, .. }
         | tasklane_core::Amqp::Consume { channel, .. }
+        | tasklane_core::Amqp::QueryConsumers { channel, .. }
         | tasklane_core::Amqp::ConfirmSelect { channel } => *channel,
         _ => return,
     };
     let input = match fault {
         Fault::ConsumeRefused { locked } if matches!(cmd, tasklane_core::Amqp::Consume { .. }) => {
-            Input::ConsumeRefused { channel, code: if locked { 405 } else { 403 }, text: "in use".into() }
+            Input::ChannelClosed { channel, code: if locked { 405 } else { 403 }, text: "in use".into() }
         }
         Fault::ChannelClosed { code } => Input::ChannelClosed { channel, code, text: "closed".into() },
         _ => Input::ChannelClosed { channel, code: 504, text: "CHANNEL_ERROR".into() },

@@ -17,10 +17,10 @@
 //!   [`tasklane_core::service::ResultIntake`] (routing key, ownership,
 //!   dedup window) against a model;
 //! - [`lane_inputs`]: sequences of inputs driving a [`tasklane_core::Lane`],
-//!   each step audited by [`audit::Auditor`];
+//!   each step audited by [`tasklane_core::audit::Auditor`], the lane
+//!   invariants every test layer shares;
 //! - [`spool_codec`]: spool records, damaged, truncated and round-tripped.
 
-pub mod audit;
 pub mod lane_inputs;
 pub mod result_intake;
 pub mod rig;

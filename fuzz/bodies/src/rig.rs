@@ -4,9 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use tasklane_core::audit::{self, Auditor, Before};
 use tasklane_core::{Amqp, ChannelId, Config, Input, Lane, Output, SpoolSnapshot, UsageError, WriteSeq};
-
-use crate::audit::Auditor;
 
 /// A lane, its auditor, a clock, and the commands still waiting for an
 /// answer.
@@ -39,7 +38,8 @@ impl Rig {
     pub fn at(now: Instant, cfg: Config, snapshot: SpoolSnapshot) -> Self {
         let mut lane = Lane::new(now, cfg.clone(), snapshot.clone()).expect("a valid configuration");
         let mut auditor = Auditor::new(&cfg, &snapshot);
-        let outputs = auditor.begin(&mut lane);
+        let outputs = audit::drain(&mut lane);
+        auditor.begin(&lane, &outputs).unwrap_or_else(|v| panic!("{v}"));
         let trace = std::env::var_os("TASKLANE_FUZZ_TRACE").is_some();
         if trace {
             eprintln!("lane at {now:?}: {cfg:?}\n  from {snapshot:?}\n  -> {outputs:?}");
@@ -54,11 +54,16 @@ impl Rig {
         if self.trace {
             eprintln!("{:?} {input:?}", self.now);
         }
-        let result = self.auditor.step(&mut self.lane, self.now, input);
+        let before = Before::of(&self.lane);
+        let result = self.lane.handle(self.now, input.clone());
+        let outputs = audit::drain(&mut self.lane);
         if self.trace {
-            eprintln!("  -> {result:?}");
+            eprintln!("  -> {result:?} {outputs:?}");
         }
-        let outputs = result?;
+        if let Err(v) = self.auditor.step(&before, self.now, &input, &result, &outputs, &self.lane) {
+            panic!("{v}");
+        }
+        result?;
         self.record(outputs.clone());
         Ok(outputs)
     }
@@ -90,9 +95,10 @@ impl Rig {
         self.pending.retain(|cmd| match cmd {
             Amqp::Connect { conn, .. } => a.conn_live(*conn),
             Amqp::OpenChannel { channel } => a.channel_conn_live(*channel),
-            Amqp::Qos { channel, .. } | Amqp::Consume { channel, .. } | Amqp::ConfirmSelect { channel } => {
-                a.channel_live(*channel)
-            }
+            Amqp::Qos { channel, .. }
+            | Amqp::Consume { channel, .. }
+            | Amqp::QueryConsumers { channel, .. }
+            | Amqp::ConfirmSelect { channel } => a.channel_live(*channel),
             _ => false,
         });
         self.log.extend(outputs);
@@ -147,7 +153,8 @@ pub fn answer(cmd: &Amqp) -> Option<Input> {
         Amqp::Connect { conn, .. } => Input::Connected { conn: *conn },
         Amqp::OpenChannel { channel } => Input::ChannelOpened { channel: *channel },
         Amqp::Qos { channel, .. } => Input::QosOk { channel: *channel },
-        Amqp::Consume { channel, .. } => Input::ConsumeOk { channel: *channel, active: true },
+        Amqp::Consume { channel, .. } => Input::ConsumeOk { channel: *channel },
+        Amqp::QueryConsumers { channel, .. } => Input::ConsumerCount { channel: *channel, consumers: 1 },
         Amqp::ConfirmSelect { channel } => Input::ConfirmSelectOk { channel: *channel },
         _ => return None,
     })

@@ -27,12 +27,6 @@ use tokio::task::JoinHandle;
 
 use crate::amqp::{self, ChannelEvent, CloseReason, ConnectOptions, ConnectionEvent, ConnectionInfo};
 
-/// AMQP reply codes of a refused exclusive consume.
-const ACCESS_REFUSED: u16 = 403;
-const RESOURCE_LOCKED: u16 = 405;
-/// How often a standby consumer checks whether it became the only one.
-const STANDBY_POLL: Duration = Duration::from_secs(2);
-
 /// Where a connection task sends what it learns.
 #[derive(Clone, Debug)]
 pub(super) struct Sinks {
@@ -89,9 +83,6 @@ struct Session {
     conn: Connection,
     sinks: Sinks,
     channels: BTreeMap<ChannelId, (Channel, CloseReason)>,
-    /// A consumer registered while another one is active: its channel and
-    /// queue, polled until it is the only consumer left.
-    standby: Option<(ChannelId, String)>,
 }
 
 /// Longest wait for a channel's close handshake when a connection is given up.
@@ -120,15 +111,12 @@ async fn run(id: ConnId, opts: ConnectOptions, mut cmds: UnboundedReceiver<ConnC
         newer
     });
     let _ = sinks.inputs.send(Input::Connected { conn: id });
-    let mut s = Session { id, conn, sinks, channels: BTreeMap::new(), standby: None };
+    let mut s = Session { id, conn, sinks, channels: BTreeMap::new() };
     let reason = loop {
-        tokio::select! {
-            cmd = cmds.recv() => match cmd {
-                Some(ConnCmd::Amqp(op)) => s.execute(op).await,
-                Some(ConnCmd::Close(reason)) => break reason,
-                None => break "endpoint stopped".to_string(),
-            },
-            _ = tokio::time::sleep(STANDBY_POLL), if s.standby.is_some() => s.poll_standby().await,
+        match cmds.recv().await {
+            Some(ConnCmd::Amqp(op)) => s.execute(op).await,
+            Some(ConnCmd::Close(reason)) => break reason,
+            None => break "endpoint stopped".to_string(),
         }
     };
     tracing::debug!(%reason, "closing connection");
@@ -189,6 +177,13 @@ impl Session {
                 }
             }
             Amqp::Consume { channel, queue, exclusive } => self.consume(channel, queue, exclusive).await,
+            Amqp::QueryConsumers { channel, queue } => {
+                let Some(ch) = self.channel(channel).cloned() else { return };
+                match consumer_count(&ch, &queue).await {
+                    Ok(consumers) => self.send(Input::ConsumerCount { channel, consumers }),
+                    Err(e) => self.send(self.closed(channel, "queue.declare (passive)", e)),
+                }
+            }
             Amqp::ConfirmSelect { channel } => {
                 let Some(ch) = self.channel(channel) else { return };
                 match ch.confirm_select(ConfirmSelectArguments::default()).await {
@@ -235,50 +230,10 @@ impl Session {
             .manual_ack(true)
             .exclusive(exclusive)
             .finish();
-        if let Err(e) = ch.basic_consume(consumer, args).await {
-            let input = match self.closed(channel, "basic.consume", e) {
-                Input::ChannelClosed { channel, code, text } if matches!(code, ACCESS_REFUSED | RESOURCE_LOCKED) => {
-                    Input::ConsumeRefused { channel, code, text }
-                }
-                other => other,
-            };
-            return self.send(input);
-        }
-        if exclusive {
-            return self.send(Input::ConsumeOk { channel, active: true });
-        }
-        // Single active consumer: the broker says nothing about who is
-        // active, but the first consumer is, so another one registered
-        // before us means we wait.
-        match consumer_count(&ch, &queue).await {
-            Ok(n) => {
-                let active = n <= 1;
-                if !active {
-                    self.standby = Some((channel, queue));
-                }
-                self.send(Input::ConsumeOk { channel, active });
-            }
-            Err(e) => self.send(self.closed(channel, "queue.declare (passive)", e)),
-        }
-    }
-
-    /// While standing by: once we are the only consumer, we are the active one.
-    async fn poll_standby(&mut self) {
-        let Some((channel, queue)) = self.standby.clone() else { return };
-        let Some(ch) = self.channel(channel).cloned() else {
-            self.standby = None;
-            return;
-        };
-        match consumer_count(&ch, &queue).await {
-            Ok(1) => {
-                self.standby = None;
-                self.send(Input::ConsumerActive { channel });
-            }
-            Ok(_) => {}
-            Err(e) => {
-                self.standby = None;
-                self.send(self.closed(channel, "queue.declare (passive)", e));
-            }
+        match ch.basic_consume(consumer, args).await {
+            Ok(_) => self.send(Input::ConsumeOk { channel }),
+            // A refused consume (403, 405) is the broker's close: core decides.
+            Err(e) => self.send(self.closed(channel, "basic.consume", e)),
         }
     }
 }

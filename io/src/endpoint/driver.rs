@@ -94,9 +94,7 @@ fn channel_input(channel: ChannelId, event: ChannelEvent) -> Input {
             Input::Returned { channel, message_id: message.message_id, code, text }
         }
         ChannelEvent::Closed { code, text } => Input::ChannelClosed { channel, code, text },
-        ChannelEvent::ConsumerCancelled { consumer_tag } => {
-            Input::ChannelClosed { channel, code: 0, text: format!("consumer {consumer_tag} cancelled by the broker") }
-        }
+        ChannelEvent::ConsumerCancelled { .. } => Input::ConsumerCancelled { channel },
     }
 }
 
@@ -106,16 +104,12 @@ impl Driver {
         let mut ch = Channels::new(self.connection.clone());
         let mut conn: Option<ConnHandle> = None;
         let mut closing: Vec<ConnHandle> = Vec::new();
-        let mut stop_deadline: Option<Instant> = None;
         let mut app_open = true;
         loop {
             self.drain(&ch.sinks, &mut conn, &mut closing);
             self.publish_state();
-            if let Some(deadline) = stop_deadline {
-                let flushed = self.lane.committed() >= self.lane.last_write();
-                if flushed || Instant::now() >= deadline {
-                    break;
-                }
+            if self.lane.is_drained() {
+                break;
             }
             let timer = self.lane.poll_timeout().map(Instant::from_std);
             let woke = tokio::select! {
@@ -125,13 +119,14 @@ impl Driver {
                 Some((id, event)) = ch.channel_events.recv() => Woke::Input(channel_input(id, event)),
                 cmd = self.app.recv(), if app_open => Woke::App(cmd),
                 _ = sleep_until(timer) => Woke::Input(Input::Timeout),
-                _ = sleep_until(stop_deadline) => continue,
             };
             let input = match woke {
                 Woke::Input(input) => input,
                 Woke::Spool(SpoolReport::Committed { upto, .. }) => Input::SpoolCommitted { upto },
                 Woke::Spool(SpoolReport::Stalled { reason }) => Input::SpoolStalled { reason },
-                Woke::Spool(SpoolReport::Refused { .. }) => continue, // logged by the writer
+                Woke::Spool(SpoolReport::Refused { seq, error }) => {
+                    Input::SpoolRefused { seq, reason: error.to_string() }
+                }
                 Woke::App(Some(AppCmd::Complete { task, status, body, reply })) => {
                     let result = self.lane.handle(now(), Input::Complete { task, status, body });
                     // The result's spool write is queued before the answer.
@@ -142,10 +137,6 @@ impl Driver {
                 Woke::App(cmd) => {
                     // Shutdown asked for, or every handle dropped (`None`).
                     app_open = cmd.is_some();
-                    if stop_deadline.is_some() {
-                        continue;
-                    }
-                    stop_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
                     Input::Shutdown
                 }
             };

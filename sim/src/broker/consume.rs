@@ -6,8 +6,10 @@
 //!   exclusive consumer.
 //! - Single active consumer: the first registered consumer is active, the
 //!   others wait in registration order; when the active one goes (its
-//!   channel or connection ends) the next becomes active and is told with
-//!   `ConsumerActive`.
+//!   channel or connection ends) the next becomes active. As RabbitMQ on
+//!   AMQP 0-9-1, the broker tells nobody who is active: a client learns it
+//!   from its first delivery, or from the consumer count of a passive
+//!   declare (the first registered consumer is the active one).
 
 use super::engine::{Consumer, Engine};
 use super::event::{ConnId, Event};
@@ -38,7 +40,7 @@ impl Engine {
         }
         let active = !sac || !list.iter().any(|c| c.active);
         list.push(Consumer { conn, ch, exclusive: exclusive && enforce_exclusive, active });
-        self.send(conn, ServerMethod::ConsumeOk { ch, queue: queue.to_owned(), active });
+        self.send(conn, ServerMethod::ConsumeOk { ch, queue: queue.to_owned() });
         self.events.push(Event::ConsumerAdded { channel, queue: queue.to_owned(), exclusive, active });
     }
 
@@ -66,9 +68,34 @@ impl Engine {
                 was_active: gone.active,
             });
             if let Some((next_conn, next_ch)) = promoted {
-                self.send(next_conn, ServerMethod::ConsumerActive { ch: next_ch, queue: queue.clone() });
                 self.events.push(Event::ConsumerActivated { channel: self.channel_ref(next_conn, next_ch), queue });
             }
         }
+    }
+
+    /// A passive `queue.declare`: the counts, or 404 for a missing queue.
+    pub(super) fn declare_passive(&mut self, conn: ConnId, ch: ChannelNo, queue: &str) {
+        if !self.topology.queues.contains_key(queue) {
+            let text = format!("NOT_FOUND - no queue '{queue}' in vhost '/'");
+            self.channel_error(conn, ch, code::NOT_FOUND, &text);
+            return;
+        }
+        let consumers = self.consumers.get(queue).map_or(0, Vec::len) as u32;
+        let messages = self.queues.get(queue).map_or(0, |q| q.counts().ready) as u32;
+        self.send(conn, ServerMethod::DeclareOk { ch, queue: queue.to_owned(), messages, consumers });
+    }
+
+    /// Cancels every consumer of `queue` (`basic.cancel` from the broker),
+    /// as RabbitMQ does when a queue's node fails over or an operator
+    /// deletes consumers. Deliveries already sent stay on their channels,
+    /// to be acked there or requeued when the channel closes. Returns how
+    /// many consumers were cancelled.
+    pub(super) fn cancel_consumers(&mut self, queue: &str) -> usize {
+        let list = self.consumers.get(queue).cloned().unwrap_or_default();
+        for c in &list {
+            self.remove_consumers(c.conn, c.ch);
+            self.send(c.conn, ServerMethod::Cancel { ch: c.ch, queue: queue.to_owned() });
+        }
+        list.len()
     }
 }

@@ -211,6 +211,7 @@ impl Engine {
             CloseChannel { ch } => return self.close_channel(conn, *ch),
             Qos { ch, .. }
             | Consume { ch, .. }
+            | DeclarePassive { ch, .. }
             | Ack { ch, .. }
             | Nack { ch, .. }
             | Reject { ch, .. }
@@ -232,6 +233,7 @@ impl Engine {
                 self.send(conn, ServerMethod::ConfirmSelectOk { ch });
             }
             Consume { queue, exclusive, .. } => self.consume(conn, ch, &queue, exclusive),
+            DeclarePassive { queue, .. } => self.declare_passive(conn, ch, &queue),
             Ack { tag, multiple, .. } => self.settle(conn, ch, super::event::SettleKind::Ack, tag, multiple),
             Nack { tag, multiple, requeue, .. } => {
                 self.settle(conn, ch, super::event::SettleKind::Nack { requeue }, tag, multiple)

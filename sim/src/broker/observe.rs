@@ -158,6 +158,15 @@ impl Broker {
         conns.len()
     }
 
+    /// Cancels every consumer of `queue` from the broker side
+    /// (`basic.cancel`); returns how many.
+    pub fn cancel_consumers(&self, queue: &str) -> usize {
+        let mut e = self.engine.borrow_mut();
+        let n = e.cancel_consumers(queue);
+        e.dispatch();
+        n
+    }
+
     /// Stores a message in `queue` directly, as the management API would
     /// (for setting up a scenario without a publishing client). Panics on an
     /// unknown queue.

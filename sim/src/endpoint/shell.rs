@@ -250,6 +250,11 @@ impl Shell {
                     self.send(ClientMethod::Consume { ch, queue, exclusive });
                 }
             }
+            Amqp::QueryConsumers { channel, queue } => {
+                if let Some(ch) = self.no(channel) {
+                    self.send(ClientMethod::DeclarePassive { ch, queue });
+                }
+            }
             Amqp::ConfirmSelect { channel } => {
                 if let Some(ch) = self.no(channel) {
                     self.send(ClientMethod::ConfirmSelect { ch });
@@ -343,8 +348,9 @@ impl Shell {
         Some(match m {
             ServerMethod::ChannelOpenOk { .. } => Input::ChannelOpened { channel },
             ServerMethod::QosOk { .. } => Input::QosOk { channel },
-            ServerMethod::ConsumeOk { active, .. } => Input::ConsumeOk { channel, active },
-            ServerMethod::ConsumerActive { .. } => Input::ConsumerActive { channel },
+            ServerMethod::ConsumeOk { .. } => Input::ConsumeOk { channel },
+            ServerMethod::DeclareOk { consumers, .. } => Input::ConsumerCount { channel, consumers },
+            ServerMethod::Cancel { .. } => Input::ConsumerCancelled { channel },
             ServerMethod::ConfirmSelectOk { .. } => Input::ConfirmSelectOk { channel },
             ServerMethod::Deliver { tag, redelivered, message, .. } => {
                 let task = message.message_id.as_ref().and_then(|m| TaskId::new(m.clone()).ok());
@@ -402,7 +408,8 @@ fn channel_no(m: &ServerMethod) -> Option<ChannelNo> {
         ChannelOpenOk { ch }
         | QosOk { ch }
         | ConsumeOk { ch, .. }
-        | ConsumerActive { ch, .. }
+        | DeclareOk { ch, .. }
+        | Cancel { ch, .. }
         | ConfirmSelectOk { ch }
         | Deliver { ch, .. }
         | PublishAck { ch, .. }

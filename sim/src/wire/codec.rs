@@ -281,6 +281,11 @@ impl Encode for ClientMethod {
             }
             Heartbeat => out.put_u8(11),
             ConnectionClose => out.put_u8(12),
+            DeclarePassive { ch, queue } => {
+                out.put_u8(13);
+                out.put_u16(*ch);
+                put_str(out, queue);
+            }
         }
     }
 }
@@ -308,6 +313,7 @@ impl Decode for ClientMethod {
             },
             11 => Heartbeat,
             12 => ConnectionClose,
+            13 => DeclarePassive { ch: r.u16()?, queue: r.string()? },
             t => return Err(DecodeError::UnknownTag(t)),
         };
         r.finish(m)
@@ -334,14 +340,20 @@ impl Encode for ServerMethod {
                 out.put_u8(4);
                 out.put_u16(*ch);
             }
-            ConsumeOk { ch, queue, active } => {
+            ConsumeOk { ch, queue } => {
                 out.put_u8(5);
                 out.put_u16(*ch);
                 put_str(out, queue);
-                put_bool(out, *active);
             }
-            ConsumerActive { ch, queue } => {
+            DeclareOk { ch, queue, messages, consumers } => {
                 out.put_u8(6);
+                out.put_u16(*ch);
+                put_str(out, queue);
+                out.put_u32(*messages);
+                out.put_u32(*consumers);
+            }
+            Cancel { ch, queue } => {
+                out.put_u8(15);
                 out.put_u16(*ch);
                 put_str(out, queue);
             }
@@ -404,8 +416,9 @@ impl Decode for ServerMethod {
             2 => ChannelOpenOk { ch: r.u16()? },
             3 => ChannelCloseOk { ch: r.u16()? },
             4 => QosOk { ch: r.u16()? },
-            5 => ConsumeOk { ch: r.u16()?, queue: r.string()?, active: r.bool()? },
-            6 => ConsumerActive { ch: r.u16()?, queue: r.string()? },
+            5 => ConsumeOk { ch: r.u16()?, queue: r.string()? },
+            6 => DeclareOk { ch: r.u16()?, queue: r.string()?, messages: r.u32()?, consumers: r.u32()? },
+            15 => Cancel { ch: r.u16()?, queue: r.string()? },
             7 => ConfirmSelectOk { ch: r.u16()? },
             8 => Deliver {
                 ch: r.u16()?,
@@ -462,6 +475,7 @@ mod tests {
             CloseChannel { ch: 2 },
             Qos { ch: 1, prefetch: 8 },
             Consume { ch: 1, queue: "E.tasks".into(), exclusive: true },
+            DeclarePassive { ch: 1, queue: "E.tasks".into() },
             Ack { ch: 1, tag: 42, multiple: true },
             Nack { ch: 1, tag: 3, multiple: false, requeue: true },
             Reject { ch: 1, tag: 4, requeue: false },
@@ -495,8 +509,9 @@ mod tests {
             ChannelOpenOk { ch: 1 },
             ChannelCloseOk { ch: 1 },
             QosOk { ch: 1 },
-            ConsumeOk { ch: 1, queue: "E.tasks".into(), active: false },
-            ConsumerActive { ch: 1, queue: "E.tasks".into() },
+            ConsumeOk { ch: 1, queue: "E.tasks".into() },
+            DeclareOk { ch: 1, queue: "E.tasks".into(), messages: 7, consumers: 2 },
+            Cancel { ch: 1, queue: "E.tasks".into() },
             ConfirmSelectOk { ch: 2 },
             Deliver {
                 ch: 1,

@@ -102,6 +102,12 @@ pub enum ClientMethod {
         queue: String,
         exclusive: bool,
     },
+    /// A passive `queue.declare`: the queue's message and consumer counts,
+    /// or a 404 channel close when it does not exist.
+    DeclarePassive {
+        ch: ChannelNo,
+        queue: String,
+    },
     Ack {
         ch: ChannelNo,
         tag: u64,
@@ -148,15 +154,22 @@ pub enum ServerMethod {
     QosOk {
         ch: ChannelNo,
     },
-    /// The consumer is registered; `active` is false for a waiting single
-    /// active consumer.
+    /// The consumer is registered. As in RabbitMQ, nothing says whether a
+    /// single active consumer is the active one.
     ConsumeOk {
         ch: ChannelNo,
         queue: String,
-        active: bool,
     },
-    /// A waiting single active consumer became the active one.
-    ConsumerActive {
+    /// The answer to a passive declare.
+    DeclareOk {
+        ch: ChannelNo,
+        queue: String,
+        messages: u32,
+        consumers: u32,
+    },
+    /// `basic.cancel` from the broker: the channel's consumer is gone (its
+    /// unsettled deliveries stay on the channel).
+    Cancel {
         ch: ChannelNo,
         queue: String,
     },

@@ -45,16 +45,27 @@ pub(super) async fn connect(name: &str) -> Client {
 }
 
 /// Connects, opens channel 1, sets the prefetch and consumes `queue`;
-/// returns the client and whether it is the active consumer.
+/// returns the client and whether it is the active consumer: the first one
+/// registered, so no consumer before it (a passive declare's count).
 pub(super) async fn consumer(name: &str, queue: &str, prefetch: u16, exclusive: bool) -> (Client, bool) {
     let mut c = connect(name).await;
     c.open_channel(1, T).await.unwrap();
     c.send(ClientMethod::Qos { ch: 1, prefetch });
     assert_eq!(c.next(T).await.unwrap(), ServerMethod::QosOk { ch: 1 });
+    let before = consumer_count(&mut c, queue).await;
     c.send(ClientMethod::Consume { ch: 1, queue: queue.into(), exclusive });
     match c.next(T).await.unwrap() {
-        ServerMethod::ConsumeOk { ch: 1, queue: q, active } if q == queue => (c, active),
+        ServerMethod::ConsumeOk { ch: 1, queue: q } if q == queue => (c, before == 0),
         other => panic!("expected ConsumeOk, got {other:?}"),
+    }
+}
+
+/// The consumer count of `queue`, by a passive declare on channel 1.
+pub(super) async fn consumer_count(c: &mut Client, queue: &str) -> u32 {
+    c.send(ClientMethod::DeclarePassive { ch: 1, queue: queue.into() });
+    match c.next(T).await.unwrap() {
+        ServerMethod::DeclareOk { ch: 1, consumers, .. } => consumers,
+        other => panic!("expected DeclareOk, got {other:?}"),
     }
 }
 

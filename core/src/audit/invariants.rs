@@ -1,0 +1,329 @@
+//! The named invariants of one lane. Each judges one output (or one
+//! `handle` result) against the [`Auditor`]'s model and, where the output
+//! changes what the lane holds, updates the model.
+
+use crate::{
+    decode_result, decode_task, Amqp, ChannelId, Input, Lane, OutboxSeq, Output, RawMessage, SpoolOp, TaskId,
+    TaskLimits, UsageError,
+};
+
+use super::model::{Auditor, InFlight};
+use super::{ensure, Before, Violation};
+
+/// `Err` means misuse, and misuse means `Err` (h11's rule): a completion
+/// for a task that was not handed off, a commit of writes never issued, an
+/// answer to a connection never asked for.
+pub fn err_only_for_misuse(
+    input: &Input,
+    misuse: Option<&UsageError>,
+    result: &Result<(), UsageError>,
+) -> Result<(), Violation> {
+    const NAME: &str = "err_only_for_misuse";
+    match (result, misuse) {
+        (Err(e), Some(m)) => {
+            ensure(e == m, NAME, || format!("{} refused as {e}, but the model's misuse is {m}", input.name()))
+        }
+        (Err(e), None) => {
+            ensure(false, NAME, || format!("{} refused as misuse, but the model sees none: {e}", input.name()))
+        }
+        (Ok(()), Some(m)) => ensure(false, NAME, || format!("{} accepted, but it is misuse: {m}", input.name())),
+        (Ok(()), None) => Ok(()),
+    }
+}
+
+/// "The lane's state is unchanged when `handle` returns `Err`", also when
+/// deadlines were due at the time.
+pub fn misuse_changes_nothing(
+    before: &Before,
+    lane: &Lane,
+    outputs: &[Output],
+    e: &UsageError,
+) -> Result<(), Violation> {
+    const NAME: &str = "misuse_changes_nothing";
+    ensure(outputs.is_empty(), NAME, || format!("the lane returned {e:?} but asked for {outputs:?}"))?;
+    ensure(lane.status() == &before.status, NAME, || format!("the lane returned {e:?} but changed its status"))?;
+    ensure(lane.counters() == &before.counters, NAME, || format!("the lane returned {e:?} but changed its counters"))
+}
+
+/// Deliveries an ack or reject settles: (channel, tag) and the message.
+pub type Settled = Vec<((ChannelId, u64), RawMessage)>;
+
+/// An ack or reject names a live consuming channel and a tag delivered on it
+/// that is not settled (after a reconnect, old tags must not be used on new
+/// channels); returns the deliveries it settles.
+pub fn no_stale_tag_ack(a: &mut Auditor, channel: ChannelId, tag: u64, multiple: bool) -> Result<Settled, Violation> {
+    const NAME: &str = "no_stale_tag_ack";
+    ensure(a.channel_live(channel), NAME, || format!("ack or reject on channel {channel:?}, which is gone"))?;
+    ensure(a.consume_channels.contains(&channel), NAME, || {
+        format!("ack or reject on {channel:?}, which does not consume")
+    })?;
+    ensure(a.unsettled.contains_key(&(channel, tag)), NAME, || {
+        format!(
+            "ack or reject of tag {tag} on {channel:?}, which did not deliver it or settled it (unsettled: {:?})",
+            a.unsettled.keys().collect::<Vec<_>>()
+        )
+    })?;
+    let keys: Vec<(ChannelId, u64)> = if multiple {
+        a.unsettled.range((channel, 0)..=(channel, tag)).map(|(k, _)| *k).collect()
+    } else {
+        vec![(channel, tag)]
+    };
+    Ok(keys.into_iter().map(|k| (k, a.unsettled.remove(&k).expect("listed above"))).collect())
+}
+
+/// No broker ack before the task is durable: an acked delivery is a task
+/// whose insert the spool reported committed (or that the spool held at
+/// start, or that completed).
+pub fn no_ack_before_durable(a: &Auditor, key: (ChannelId, u64), message: &RawMessage) -> Result<(), Violation> {
+    const NAME: &str = "no_ack_before_durable";
+    let task = match decode_task(message, a.limits) {
+        Ok(task) => task,
+        Err(m) => return ensure(false, NAME, || format!("delivery {key:?} acked, but it is not a task ({m})")),
+    };
+    ensure(a.durable_tasks.contains(&task.id), NAME, || {
+        format!(
+            "delivery {key:?} of task {} acked before its spool write was committed (committed up to {})",
+            task.id, a.committed
+        )
+    })
+}
+
+/// Only what is not a task is rejected (dead-lettered).
+pub fn reject_only_malformed(a: &Auditor, key: (ChannelId, u64), message: &RawMessage) -> Result<(), Violation> {
+    let judged = decode_task(message, a.limits);
+    ensure(judged.is_err(), "reject_only_malformed", || format!("delivery {key:?} rejected, but it is a task"))
+}
+
+/// A task is handed off at most once per spool lifetime: only once durable,
+/// and not again while it is with the application, in the window of
+/// recently completed ids, or its result is in the outbox. A recovered
+/// hand-off happens only as the lane starts, for a task the inbox holds.
+pub fn no_second_handoff(
+    a: &mut Auditor,
+    id: &TaskId,
+    recovered: bool,
+    input: Option<&Input>,
+) -> Result<(), Violation> {
+    const NAME: &str = "no_second_handoff";
+    if recovered {
+        ensure(input.is_none(), NAME, || {
+            format!("recovered hand-off of {id} while handling {:?}", input.map(Input::name))
+        })?;
+        ensure(a.durable_view.inbox_contains(id), NAME, || {
+            format!("recovered hand-off of {id}, which the inbox lacks")
+        })?;
+    } else {
+        ensure(a.durable_tasks.contains(id), NAME, || {
+            format!("task {id} handed off before its spool write was committed")
+        })?;
+        ensure(!a.window.contains(id), NAME, || format!("task {id} handed off again: it was completed recently"))?;
+        ensure(!a.outbox.values().any(|r| &r.task == id), NAME, || {
+            format!("task {id} handed off again: its result is in the outbox")
+        })?;
+    }
+    ensure(a.handed.insert(id.clone()), NAME, || {
+        format!("task {id} handed off twice: it is still with the application")
+    })
+}
+
+/// Results leave the outbox only by a broker ack of a publish of that same
+/// result, and not when the broker returned it as unroutable.
+pub fn no_result_dropped_before_confirm(
+    a: &mut Auditor,
+    seq: OutboxSeq,
+    input: Option<&Input>,
+) -> Result<(), Violation> {
+    const NAME: &str = "no_result_dropped_before_confirm";
+    let Some(result) = a.outbox.remove(&seq) else {
+        return ensure(false, NAME, || format!("confirmed outbox position {seq:?} holds nothing"));
+    };
+    ensure(matches!(input, Some(Input::PublishAck { .. })), NAME, || {
+        format!(
+            "result of task {} left the outbox while handling {:?}, not a publisher ack",
+            result.task,
+            input.map(Input::name)
+        )
+    })?;
+    // Two publishes of equal results may be covered; a returned one is
+    // matched only when no other is left.
+    let matching = |p: &InFlight| p.result == result;
+    let i =
+        (a.acked_now.iter().position(|p| matching(p) && !p.returned)).or_else(|| a.acked_now.iter().position(matching));
+    let Some(i) = i else {
+        return ensure(false, NAME, || {
+            format!("result of task {} left the outbox, but the ack covers no publish of it", result.task)
+        });
+    };
+    let p = a.acked_now.remove(i);
+    ensure(!p.returned, NAME, || {
+        format!("result of task {} left the outbox although the broker returned it", result.task)
+    })?;
+    a.confirmed += 1;
+    Ok(())
+}
+
+/// Publishes go on a live publishing channel with consecutive confirm tags,
+/// to `results` under the endpoint's key, carry a valid result of this
+/// endpoint, and only of a result the spool holds durably.
+pub fn no_publish_before_durable(
+    a: &mut Auditor,
+    channel: ChannelId,
+    seq: u64,
+    exchange: &str,
+    key: &str,
+    message: &RawMessage,
+) -> Result<(), Violation> {
+    const NAME: &str = "no_publish_before_durable";
+    ensure(a.channel_live(channel), NAME, || format!("publish on channel {channel:?}, which is gone"))?;
+    let Some(last) = a.publish_channels.get_mut(&channel) else {
+        return ensure(false, NAME, || format!("publish on {channel:?}, which had no confirm.select"));
+    };
+    ensure(seq == *last + 1, NAME, || format!("confirm tag {seq} after {last}: tags count from 1 without gaps"))?;
+    *last = seq;
+    let own_key = a.endpoint.result_key();
+    ensure((exchange, key) == ("results", own_key.as_str()), NAME, || {
+        format!("published to {exchange:?} with key {key:?}")
+    })?;
+    let limits = TaskLimits { max_body_bytes: usize::MAX, max_headers: usize::MAX };
+    let received = match decode_result(key, message, limits) {
+        Ok(r) => r,
+        Err(m) => return ensure(false, NAME, || format!("published an invalid result: {m}")),
+    };
+    ensure(received.sender == a.endpoint, NAME, || format!("published a result of {}", received.sender))?;
+    let durable = a.durable_view.snapshot();
+    ensure(durable.outbox.iter().any(|r| r.result == received.result), NAME, || {
+        format!("published the result of task {} before its completion was committed", received.result.task)
+    })?;
+    a.in_flight.insert((channel, seq), InFlight { result: received.result, returned: false });
+    Ok(())
+}
+
+/// Writes are numbered 1, 2, 3, ...; each applies to the spool as issued;
+/// a completion carries the application's result and forgets what the
+/// completed window forgets; a confirm is justified.
+pub fn spool_accepts_every_write(
+    a: &mut Auditor,
+    seq: u64,
+    op: &SpoolOp,
+    input: Option<&Input>,
+) -> Result<(), Violation> {
+    const NAME: &str = "spool_accepts_every_write";
+    ensure(seq == a.issued + 1, NAME, || format!("write {seq} after {}: writes are numbered without gaps", a.issued))?;
+    a.issued = seq;
+    match op {
+        SpoolOp::Insert(_) => {}
+        SpoolOp::Complete { seq: out, result, forget } => {
+            let from_app = match input {
+                Some(Input::Complete { task, status, body }) => {
+                    (task, status, body) == (&result.task, &result.status, &result.body)
+                }
+                _ => false,
+            };
+            ensure(from_app, NAME, || {
+                format!(
+                    "completion of {} written while handling {:?}, not the application's result",
+                    result.task,
+                    input.map(Input::name)
+                )
+            })?;
+            let expected = a.remember_completed(result.task.clone());
+            ensure(forget == &expected, NAME, || {
+                format!("the write forgets {forget:?}, the completed window {expected:?}")
+            })?;
+            a.handed.remove(&result.task);
+            a.outbox.insert(*out, result.clone());
+            a.completed += 1;
+        }
+        SpoolOp::Confirmed { seq: out } => no_result_dropped_before_confirm(a, *out, input)?,
+    }
+    let applied = a.issued_view.apply(op);
+    ensure(applied.is_ok(), NAME, || format!("write {seq} does not fit the spool: {applied:?}: {op:?}"))?;
+    a.uncommitted.insert(seq, op.clone());
+    Ok(())
+}
+
+/// Connection and channel ids are fresh; commands go to live channels of
+/// the current connection; the lane consumes its own queue.
+pub fn commands_fit_the_session(a: &Auditor, cmd: &Amqp) -> Result<(), Violation> {
+    const NAME: &str = "commands_fit_the_session";
+    let live = |channel: &ChannelId, what: &str| {
+        ensure(a.channel_live(*channel), NAME, || {
+            format!("{what} on channel {channel:?}, which is gone or was never opened")
+        })
+    };
+    let queue_ok = |queue: &str| {
+        ensure(queue == a.endpoint.task_queue(), NAME, || format!("the lane names queue {queue:?}, not its own"))
+    };
+    match cmd {
+        Amqp::Connect { conn, .. } => ensure(conn.0 == a.last_conn + 1, NAME, || {
+            format!("connection id {} after {}: ids must be fresh", conn.0, a.last_conn)
+        }),
+        Amqp::OpenChannel { channel } => {
+            ensure(!a.channel_conn.contains_key(channel), NAME, || format!("channel id {channel:?} reused"))?;
+            let conn = a.last_conn();
+            ensure(a.conn_live(conn), NAME, || format!("channel opened on connection {conn:?}, which is gone"))
+        }
+        Amqp::Qos { channel, prefetch } => {
+            live(channel, "basic.qos")?;
+            ensure(*prefetch > 0, NAME, || "prefetch 0 means unlimited".into())
+        }
+        Amqp::Consume { channel, queue, .. } => {
+            live(channel, "basic.consume")?;
+            queue_ok(queue)
+        }
+        Amqp::QueryConsumers { channel, queue } => {
+            live(channel, "queue.declare")?;
+            ensure(a.consume_channels.contains(channel), NAME, || {
+                format!("consumer count asked on {channel:?}, which does not consume")
+            })?;
+            queue_ok(queue)
+        }
+        Amqp::ConfirmSelect { channel } => live(channel, "confirm.select"),
+        Amqp::Ack { .. } | Amqp::Reject { .. } | Amqp::Publish { .. } | Amqp::Disconnect { .. } => Ok(()),
+    }
+}
+
+/// After `Shutdown`, no delivery is spooled and no connection is made.
+pub fn no_intake_after_shutdown(a: &Auditor, out: &Output) -> Result<(), Violation> {
+    if !a.shutdown {
+        return Ok(());
+    }
+    let intake = matches!(out, Output::Spool(w) if matches!(w.op, SpoolOp::Insert(_)))
+        || matches!(out, Output::Amqp(Amqp::Connect { .. }));
+    ensure(!intake, "no_intake_after_shutdown", || format!("after Shutdown the lane asked for {out:?}"))
+}
+
+/// The lane's sizes and counters agree with the history; the status it
+/// reports is the last status event.
+pub fn counters_match_history(a: &Auditor, lane: &Lane) -> Result<(), Violation> {
+    const NAME: &str = "counters_match_history";
+    ensure(lane.inbox_len() == a.issued_view.inbox_len(), NAME, || {
+        format!("inbox size {} differs from the writes issued ({})", lane.inbox_len(), a.issued_view.inbox_len())
+    })?;
+    ensure(lane.outbox_len() == a.issued_view.outbox_len(), NAME, || {
+        format!("outbox size {} differs from the writes issued ({})", lane.outbox_len(), a.issued_view.outbox_len())
+    })?;
+    ensure((lane.last_write().0, lane.committed().0) == (a.issued, a.committed), NAME, || {
+        format!(
+            "write positions {:?} differ from ({}, {})",
+            (lane.last_write(), lane.committed()),
+            a.issued,
+            a.committed
+        )
+    })?;
+    let c = lane.counters();
+    let counted = (c.acked, c.rejected, c.completed, c.confirmed);
+    ensure(counted == a.tallies(), NAME, || {
+        format!(
+            "counters (acked, rejected, completed, confirmed) {counted:?} differ from the history {:?}",
+            a.tallies()
+        )
+    })?;
+    ensure(c.acked + c.rejected <= c.received, NAME, || format!("settled more deliveries than received: {c:?}"))?;
+    match &a.last_status {
+        Some(s) => ensure(lane.status() == s, NAME, || {
+            format!("status {:?} differs from the last status event {s:?}", lane.status())
+        }),
+        None => Ok(()),
+    }
+}

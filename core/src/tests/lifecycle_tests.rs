@@ -1,0 +1,113 @@
+//! Standby, consumer cancel and shutdown: policy that used to live in the
+//! shells, now decided by core alone.
+
+use std::time::Duration;
+
+use super::harness::*;
+use crate::*;
+
+#[test]
+fn a_standby_asks_for_the_consumer_count_and_takes_over_when_alone() {
+    let mut w = World::new(cfg());
+    w.broker.other_holder = true;
+    w.drive_for(Duration::from_secs(5));
+    assert_eq!(w.lane.status(), &Status::Standby);
+    let queries = w.count(|c| matches!(c, Amqp::QueryConsumers { .. }));
+    assert!((3..=4).contains(&queries), "one query after consuming and one every 2 s: {queries} in 5 s");
+    // The other endpoint goes; no task is waiting, so no delivery can tell:
+    // the count does, at the next poll.
+    w.broker.other_holder = false;
+    w.broker.standby = false;
+    w.drive_for(Duration::from_secs(2));
+    assert_eq!(w.lane.status(), &Status::Consuming);
+    let after = w.count(|c| matches!(c, Amqp::QueryConsumers { .. }));
+    w.drive_for(Duration::from_secs(10));
+    assert_eq!(w.count(|c| matches!(c, Amqp::QueryConsumers { .. })), after, "an active consumer stops asking");
+}
+
+#[test]
+fn exclusive_consumers_never_ask_for_counts() {
+    let mut c = cfg();
+    c.consume_mode = ConsumeMode::Exclusive;
+    let mut w = World::new(c);
+    w.submit("a");
+    w.drive();
+    assert_eq!(w.lane.status(), &Status::Consuming);
+    assert_eq!(w.count(|c| matches!(c, Amqp::QueryConsumers { .. })), 0);
+    assert_eq!(w.converged(), None);
+}
+
+#[test]
+fn a_cancelled_consumer_reconnects_and_loses_nothing() {
+    let mut w = World::new(cfg());
+    w.spool.auto_commit = false;
+    for i in 0..3 {
+        w.submit(&format!("t{i}"));
+    }
+    w.step();
+    w.step();
+    let channel = w.broker.consumer.channel.expect("consuming");
+    let connections = w.lane.counters().connections;
+    w.feed(Input::ConsumerCancelled { channel });
+    assert!(w.events.contains(&Event::ConsumerCancelled));
+    assert!(w.count(|c| matches!(c, Amqp::Disconnect { .. })) >= 1, "the connection is given up");
+    w.spool.auto_commit = true;
+    w.drive();
+    assert!(w.lane.counters().connections > connections, "and made again");
+    assert_eq!(w.converged(), None);
+}
+
+#[test]
+fn shutdown_lets_the_spool_commit_and_acks_before_it_disconnects() {
+    let mut w = World::new(cfg());
+    w.spool.auto_commit = false;
+    w.app.auto_complete = false;
+    for i in 0..4 {
+        w.submit(&format!("t{i}"));
+    }
+    w.step();
+    w.step();
+    assert_eq!(w.spool.pending.len(), 4);
+    w.feed(Input::Shutdown);
+    assert!(!w.lane.is_drained(), "writes are still pending");
+    assert_eq!(w.count(|c| matches!(c, Amqp::Disconnect { .. })), 0, "the session stays to ack them");
+    w.submit("late");
+    w.step();
+    assert_eq!(w.spool.pending.len(), 4, "a delivery after shutdown is not taken");
+    w.commit();
+    w.step();
+    let acks = w.acks();
+    assert_eq!(acks.last().map(|(t, m)| (t.tag, *m)), Some((4, true)), "the committed tasks are acked: {acks:?}");
+    assert_eq!(w.count(|c| matches!(c, Amqp::Disconnect { .. })), 1);
+    assert!(w.lane.is_drained());
+    assert_eq!(w.lane.status(), &Status::Closed);
+    w.drive_for(Duration::from_secs(60));
+    assert_eq!(w.count(|c| matches!(c, Amqp::Connect { .. })), 1, "no connection after shutdown");
+}
+
+#[test]
+fn shutdown_is_bounded_by_its_grace_when_the_spool_never_commits() {
+    let mut w = World::new(cfg());
+    w.spool.auto_commit = false;
+    w.submit("a");
+    w.step();
+    w.step();
+    w.feed(Input::Shutdown);
+    let grace = w.cfg.shutdown_grace;
+    assert_eq!(w.lane.poll_timeout(), Some(w.now + grace), "the grace is a deadline");
+    w.now += grace;
+    w.feed(Input::Timeout);
+    assert!(w.lane.is_drained());
+    assert!(w.events.contains(&Event::ShutdownIncomplete { uncommitted: 1 }), "{:?}", w.events);
+    assert_eq!(w.count(|c| matches!(c, Amqp::Disconnect { .. })), 1);
+    assert!(w.acks().is_empty(), "nothing uncommitted is acked");
+}
+
+#[test]
+fn shutdown_without_a_connection_is_drained_at_once() {
+    let mut w = World::unreachable(cfg());
+    w.step();
+    w.feed(Input::Shutdown);
+    assert!(w.lane.is_drained());
+    assert_eq!(w.lane.poll_timeout(), None);
+}
