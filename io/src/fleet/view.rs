@@ -175,7 +175,7 @@ mod tests {
         let id = tasklane_core::EndpointId::new("e").unwrap();
         let mut report = StatusReport::new(&id, EndpointState::Consuming);
         report.interval_secs = 2;
-        let member = |state, seen_ago| {
+        let member = |state, seen_ago: u64| {
             let mut r = report.clone();
             r.state = state;
             FleetMember { record: FleetRecord { report: r, seen_ms: 100_000 }, now_ms: 100_000 + seen_ago }

@@ -232,3 +232,88 @@ fn first_submitted(index: Database<'static, Bytes, Bytes>, txn: &RoTxn<WithoutTl
         None => Ok(None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::StoreWrite;
+    use tasklane_core::TaskId;
+
+    fn id(s: &str) -> TaskId {
+        TaskId::new(s).unwrap()
+    }
+
+    fn submit(store: &TaskStore, e: &EndpointId, ids: &[&str]) {
+        let writes: Vec<StoreWrite> =
+            ids.iter().map(|t| StoreWrite::Submitted { task: id(t), endpoint: e.clone() }).collect();
+        store.write(&writes).unwrap();
+    }
+
+    fn ids(tasks: &[TrackedTask]) -> Vec<&str> {
+        tasks.iter().map(|t| t.id.as_str()).collect()
+    }
+
+    #[test]
+    fn filters_by_endpoint_state_and_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TaskStore::open(dir.path()).unwrap();
+        let (e, f) = (EndpointId::new("e").unwrap(), EndpointId::new("f").unwrap());
+        submit(&store, &e, &["e1", "e2", "e3"]);
+        submit(&store, &f, &["f1"]);
+        store
+            .write(&[
+                StoreWrite::State(id("e1"), TaskState::ResultReceived(ResultStatus::Ok)),
+                StoreWrite::State(id("e2"), TaskState::DeadLettered),
+                StoreWrite::State(id("f1"), TaskState::ResultReceived(ResultStatus::Failed)),
+            ])
+            .unwrap();
+        let q = |endpoint: Option<&EndpointId>, state, older_than| {
+            store.query(&TaskFilter { endpoint: endpoint.cloned(), state, older_than }).unwrap()
+        };
+        assert_eq!(ids(&q(None, None, None)), ["e1", "e2", "e3", "f1"], "oldest first");
+        assert_eq!(ids(&q(Some(&e), None, None)), ["e1", "e2", "e3"]);
+        assert_eq!(ids(&q(None, Some(StateFilter::Submitted), None)), ["e3"]);
+        assert_eq!(ids(&q(None, Some(StateFilter::Done), None)), ["e1", "f1"]);
+        assert_eq!(ids(&q(Some(&e), Some(StateFilter::Done), None)), ["e1"]);
+        assert_eq!(ids(&q(None, Some(StateFilter::Dead), None)), ["e2"]);
+        assert!(q(None, None, Some(Duration::from_secs(3600))).is_empty(), "nothing is an hour old");
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(q(None, None, Some(Duration::from_millis(10))).len(), 4);
+        assert_eq!(store.counts().unwrap(), TaskCounts { submitted: 1, ok: 1, failed: 1, dead_lettered: 1 });
+    }
+
+    #[test]
+    fn the_count_bound_drops_finished_tasks_first_and_holds_on_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let retention = Retention { max_age: None, max_tasks: Some(3) };
+        let store = TaskStore::open_with(dir.path(), retention).unwrap();
+        let e = EndpointId::new("e").unwrap();
+        submit(&store, &e, &["a", "b", "c"]);
+        store.write(&[StoreWrite::State(id("b"), TaskState::ResultReceived(ResultStatus::Ok))]).unwrap();
+        submit(&store, &e, &["d"]);
+        assert_eq!(ids(&store.query(&TaskFilter::default()).unwrap()), ["a", "c", "d"], "b was finished: it goes");
+        submit(&store, &e, &["x1", "x2"]);
+        assert_eq!(ids(&store.query(&TaskFilter::default()).unwrap()), ["d", "x1", "x2"], "then the oldest open");
+        assert_eq!(store.len().unwrap(), 3);
+        // Reopened with a lower bound: prune applies it.
+        drop(store);
+        let store = TaskStore::open_with(dir.path(), Retention { max_age: None, max_tasks: Some(1) }).unwrap();
+        assert_eq!(store.prune().unwrap(), 2);
+        assert_eq!(ids(&store.query(&TaskFilter::default()).unwrap()), ["x2"]);
+    }
+
+    #[test]
+    fn the_age_bound_forgets_old_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = EndpointId::new("e").unwrap();
+        let store = TaskStore::open(dir.path()).unwrap();
+        submit(&store, &e, &["old"]);
+        std::thread::sleep(Duration::from_millis(60));
+        drop(store);
+        let retention = Retention { max_age: Some(Duration::from_millis(50)), max_tasks: None };
+        let store = TaskStore::open_with(dir.path(), retention).unwrap();
+        submit(&store, &e, &["new"]);
+        assert_eq!(ids(&store.query(&TaskFilter::default()).unwrap()), ["new"], "the write pruned the old one");
+        assert_eq!(store.owner(&id("old")).unwrap(), None);
+    }
+}
