@@ -155,7 +155,6 @@ pub async fn dashboard(g: &Global, args: DashboardArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::runtime(format!("dashboard address {}: cannot listen", args.listen), e))?;
     let options = DashboardOptions { refresh_secs: args.refresh, window: args.window, ..DashboardOptions::default() };
     let dashboard = Dashboard::start(listener, store, opts, options);
-    eprintln!("tasklane: dashboard on http://{}/", dashboard.local_addr());
     crate::cmd::wait_for_signal().await;
     dashboard.stop();
     Ok(())

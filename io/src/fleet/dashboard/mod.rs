@@ -69,9 +69,9 @@ impl Dashboard {
     pub fn start(listener: TcpListener, store: TaskStore, connect: ConnectOptions, options: DashboardOptions) -> Self {
         let addr = listener.local_addr().expect("a bound listener has an address");
         let shared = Arc::new(Shared { store, options, link: Mutex::new(Err("connecting".into())) });
+        tracing::info!(%addr, "dashboard on http://{addr}/");
         let drainer = tokio::spawn(drain_loop(shared.clone(), connect));
         let app = Router::new().route("/", get(index)).route("/fleet.json", get(fleet_json)).with_state(shared);
-        tracing::info!(%addr, "dashboard on http://{addr}/");
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!("dashboard server: {e}");
@@ -93,13 +93,21 @@ impl Dashboard {
 }
 
 async fn drain_loop(shared: Arc<Shared>, connect: ConnectOptions) {
+    let mut last = None;
     loop {
         let outcome = drain_session(&shared, &connect).await;
         let why = match outcome {
             Ok(()) => "the connection closed".to_string(),
             Err(e) => e,
         };
-        tracing::warn!("dashboard: not draining tasklane.status: {why}");
+        // Once per reason, not once per retry (again after a session).
+        if shared.link.lock().expect("not poisoned").is_ok() {
+            last = None;
+        }
+        if last.as_ref() != Some(&why) {
+            tracing::warn!("dashboard: not draining tasklane.status: {why}");
+            last = Some(why.clone());
+        }
         *shared.link.lock().expect("not poisoned") = Err(why);
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
@@ -118,6 +126,7 @@ async fn drain_session(shared: &Shared, connect: &ConnectOptions) -> Result<(), 
             return Err(hint(e));
         }
     };
+    tracing::info!(peer = %info.peer, "dashboard: draining tasklane.status");
     *shared.link.lock().expect("not poisoned") = Ok(info.peer.to_string());
     let ended = loop {
         if let Err(e) = fleet.drain(Duration::from_millis(200)).await {
