@@ -57,9 +57,20 @@ impl FleetMember {
         &self.record.report
     }
 
-    /// How long ago its last report was seen.
+    /// When the endpoint was last heard of: when it sent its last report
+    /// (its clock), or when the service took that report from the queue if
+    /// that is earlier. A report that waited in `tasklane.status` while no
+    /// service drained it must not make a dead endpoint look alive, so
+    /// endpoint clocks are expected to agree with the service's (NTP)
+    /// within a report interval; an endpoint clock ahead of the service's
+    /// changes nothing.
+    pub fn last_seen_ms(&self) -> u64 {
+        self.record.seen_ms.min(self.report().sent_at_ms)
+    }
+
+    /// How long ago it was last heard of ([`FleetMember::last_seen_ms`]).
     pub fn seen_ago_ms(&self) -> u64 {
-        self.now_ms.saturating_sub(self.record.seen_ms)
+        self.now_ms.saturating_sub(self.last_seen_ms())
     }
 
     /// Whether it has been silent for [`STALE_INTERVALS`] of its intervals.
@@ -81,13 +92,15 @@ impl FleetMember {
 
 /// One member as `tasklane fleet --json` and the dashboard's `/fleet.json`
 /// show it: `endpoint`, `state` (`stale` or the reported one),
-/// `stale`, `last_seen_ms`, `seen_ago_ms` and the whole `report`.
+/// `stale`, `last_seen_ms`, `seen_ago_ms`, `received_ms` (when the
+/// service took the report from the queue) and the whole `report`.
 pub fn member_json(m: &FleetMember) -> serde_json::Value {
     serde_json::json!({
         "endpoint": m.endpoint(),
         "state": m.state().as_str(),
         "stale": m.is_stale(),
-        "last_seen_ms": m.record.seen_ms,
+        "last_seen_ms": m.last_seen_ms(),
+        "received_ms": m.record.seen_ms,
         "seen_ago_ms": m.seen_ago_ms(),
         "report": m.report(),
     })
@@ -175,6 +188,7 @@ mod tests {
         let id = tasklane_core::EndpointId::new("e").unwrap();
         let mut report = StatusReport::new(&id, EndpointState::Consuming);
         report.interval_secs = 2;
+        report.sent_at_ms = 100_000;
         let member = |state, seen_ago: u64| {
             let mut r = report.clone();
             r.state = state;
@@ -184,5 +198,12 @@ mod tests {
         assert_eq!(member(EndpointState::Standby, 6_001).state(), Shown::Stale(EndpointState::Standby));
         assert_eq!(member(EndpointState::Closed, 60_000).state(), Shown::Reported(EndpointState::Closed));
         assert_eq!(Shown::Stale(EndpointState::Consuming).as_str(), "stale");
+        // A report that waited 10 s in the queue: as old as when it was sent.
+        let mut late = member(EndpointState::Consuming, 0);
+        late.record.report.sent_at_ms = 90_000;
+        assert_eq!((late.seen_ago_ms(), late.state()), (10_000, Shown::Stale(EndpointState::Consuming)));
+        // An endpoint clock ahead of the service's: the service's time counts.
+        late.record.report.sent_at_ms = 500_000;
+        assert_eq!(late.seen_ago_ms(), 0);
     }
 }

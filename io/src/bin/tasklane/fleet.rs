@@ -13,7 +13,7 @@ use tasklane_io::fleet::{member_json, members, Fleet, FleetMember, Shown};
 use tasklane_io::service::{ServiceError, TaskStore};
 
 use crate::cmd::{connect, connect_options, open_store, service_failure, stop_flag};
-use crate::failure::Failure;
+use crate::failure::{print_lines, Failure};
 use crate::Global;
 
 /// `tasklane fleet`.
@@ -87,15 +87,11 @@ fn table(members: &[FleetMember]) -> Vec<String> {
         .collect()
 }
 
-fn print(members: &[FleetMember], json: bool) {
+fn print(members: &[FleetMember], json: bool) -> Result<(), Failure> {
     if json {
-        for m in members {
-            println!("{}", member_json(m));
-        }
+        print_lines(members.iter().map(|m| member_json(m).to_string()))
     } else {
-        for line in table(members) {
-            println!("{line}");
-        }
+        print_lines(table(members))
     }
 }
 
@@ -121,7 +117,9 @@ pub async fn fleet(g: &Global, args: FleetArgs) -> Result<(), Failure> {
                     if args.watch && !args.json && std::io::stdout().is_terminal() {
                         print!("\x1b[2J\x1b[H");
                     }
-                    print(&m, args.json);
+                    if let Err(f) = print(&m, args.json) {
+                        break Ok(Err(f));
+                    }
                 }
                 Err(f) => break Ok(Err(f)),
             }
@@ -135,7 +133,9 @@ pub async fn fleet(g: &Global, args: FleetArgs) -> Result<(), Failure> {
             if stop.load(Ordering::SeqCst) {
                 break Ok(Ok(()));
             }
-            println!();
+            if let Err(f) = print_lines([String::new()]) {
+                break Ok(Err(f));
+            }
         };
         fleet.close().await;
         result
@@ -176,6 +176,8 @@ mod tests {
         let mut b = StatusReport::new(&EndpointId::new("ep-b").unwrap(), EndpointState::Standby);
         b.interval_secs = 1;
         let now = 1_000_000;
+        a.sent_at_ms = now - 400;
+        b.sent_at_ms = now - 5_000;
         let members = vec![
             FleetMember { record: FleetRecord { report: a, seen_ms: now - 400 }, now_ms: now },
             FleetMember { record: FleetRecord { report: b, seen_ms: now - 5_000 }, now_ms: now },

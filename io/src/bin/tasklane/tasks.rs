@@ -9,7 +9,7 @@ use tasklane_core::EndpointId;
 use tasklane_io::service::{Retention, StateFilter, TaskFilter, TrackedTask};
 
 use crate::cmd::open_store;
-use crate::failure::Failure;
+use crate::failure::{print_lines, Failure};
 use crate::Global;
 
 /// `tasklane tasks`.
@@ -58,7 +58,7 @@ fn clock(ms: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
-fn print_task(t: &TrackedTask, json: bool) {
+fn task_line(t: &TrackedTask, json: bool) -> String {
     if json {
         let obj = serde_json::json!({
             "task_id": t.id.as_str(),
@@ -67,10 +67,10 @@ fn print_task(t: &TrackedTask, json: bool) {
             "submitted_ms": t.submitted_ms,
             "updated_ms": t.updated_ms,
         });
-        println!("{obj}");
+        obj.to_string()
     } else {
         let id: String = t.id.as_str().escape_debug().collect();
-        println!("{id}\t{}\t{}\t{}\t{}", t.endpoint, t.state, clock(t.submitted_ms), clock(t.updated_ms));
+        format!("{id}\t{}\t{}\t{}\t{}", t.endpoint, t.state, clock(t.submitted_ms), clock(t.updated_ms))
     }
 }
 
@@ -92,9 +92,8 @@ pub fn run(g: &Global, args: TasksArgs) -> Result<(), Failure> {
         }
         None => {
             let filter = TaskFilter { endpoint: args.endpoint, state: args.state, older_than: args.older_than };
-            for t in store.query(&filter).map_err(fail)? {
-                print_task(&t, args.json);
-            }
+            let tasks = store.query(&filter).map_err(fail)?;
+            print_lines(tasks.iter().map(|t| task_line(t, args.json)))?;
         }
     }
     Ok(())
