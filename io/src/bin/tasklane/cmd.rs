@@ -46,7 +46,7 @@ pub struct SubmitArgs {
 pub struct UserArgs {
     /// Also create a RabbitMQ user named after the endpoint, with a
     /// generated password (printed once), that may only consume E.tasks and
-    /// publish to `results` with routing key E.results. Needs the
+    /// publish to `results` with routing keys E.results and E.status. Needs the
     /// management API and an administrator in --amqp.
     #[arg(long)]
     pub user: bool,

@@ -90,7 +90,7 @@ fn given(m: &ArgMatches, id: &str) -> bool {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Declare an endpoint's task queue and the shared results and
+    /// Declare an endpoint's task queue and the shared results, status and
     /// dead-letter topology (idempotent).
     Provision {
         /// Endpoint id: 1-64 characters of A-Z a-z 0-9 _ -
