@@ -8,6 +8,7 @@
 pub mod amqp;
 pub mod dispatch;
 pub mod endpoint;
+pub mod fleet;
 pub mod metrics;
 pub mod service;
 pub mod settings;

@@ -1,5 +1,6 @@
 //! Per-endpoint users: with E's credentials the broker refuses everything
-//! but consuming `E.tasks` and publishing to `results` under `E.results`,
+//! but consuming `E.tasks` and publishing to `results` under `E.results`
+//! and `E.status`,
 //! and E's own endpoint still runs its round trip under them.
 //!
 //! The service-side ownership check (a spoofed result is dead-lettered even
@@ -13,6 +14,7 @@ use amqprs::connection::Connection;
 use bytes::Bytes;
 use tasklane_core::{encode_result, EndpointId, ResultStatus, TaskId, TaskResult};
 use tasklane_io::amqp::{self, ChannelEvent, ConnectOptions};
+use tasklane_io::fleet::status_key;
 use tasklane_io::service::{provision, provision_user, users, Management, QueueType, UserError};
 use tasklane_tests::{Tasklane, Vhost};
 use tokio::sync::mpsc;
@@ -113,8 +115,10 @@ async fn an_endpoint_user_may_only_consume_its_queue_and_publish_its_results() {
     let password = made.password.clone().expect("a new user gets a password");
     let conn = connect(&user_url(&vhost, e.as_str(), &password)).await;
 
-    // Allowed: its own routing key on `results`, and consuming its own queue.
+    // Allowed: its own routing keys on `results` (results and status
+    // reports), and consuming its own queue.
     assert_eq!(publish_outcome(&conn, "results", &e.result_key(), &e).await, Ok(()));
+    assert_eq!(publish_outcome(&conn, "results", &status_key(&e), &e).await, Ok(()));
     let own = e.task_queue();
     let consume_own = rpc_outcome(&conn, |ch| async move {
         ch.basic_consume(NoopConsumer, BasicConsumeArguments::new(&own, "c").manual_ack(true).finish()).await.map(drop)
@@ -124,6 +128,7 @@ async fn an_endpoint_user_may_only_consume_its_queue_and_publish_its_results() {
     // Refused by the broker: another endpoint's key, another exchange,
     // another endpoint's queue, and declaring anything.
     assert_eq!(publish_outcome(&conn, "results", &f.result_key(), &e).await, Err(ACCESS_REFUSED));
+    assert_eq!(publish_outcome(&conn, "results", &status_key(&f), &e).await, Err(ACCESS_REFUSED));
     assert_eq!(publish_outcome(&conn, "", &f.task_queue(), &e).await, Err(ACCESS_REFUSED));
     let theirs = f.task_queue();
     let consume_theirs = rpc_outcome(&conn, |ch| async move {

@@ -1,6 +1,6 @@
 //! Observability of a running endpoint beyond its `tracing` spans and
 //! events: a [`StatusReport`] (status, counters, spool depths, connection),
-//! served as Prometheus text by [`MetricsServer`] and written to a status
+//! served as Prometheus (OpenMetrics) text by [`MetricsServer`] and written to a status
 //! file by [`StatusFile`] for `tasklane status`.
 //!
 //! ```no_run

@@ -1,78 +1,92 @@
-//! The Prometheus text exposition format (version 0.0.4) of a
-//! [`StatusReport`], and a tiny HTTP server that serves it.
-//!
-//! The server answers `GET /metrics` (Prometheus text) and `GET /status`
-//! (the report as JSON), one request per connection. It is deliberately
-//! small: a scrape every few seconds needs no HTTP framework.
+//! A [`StatusReport`] as Prometheus metrics, rendered by the Prometheus
+//! project's own `prometheus-client` (OpenMetrics text), and served with
+//! axum on `GET /metrics` (and the report as JSON on `GET /status`).
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use axum::extract::State;
+use axum::http::header::{CONNECTION, CONTENT_TYPE};
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use super::report::{counter_fields, StatusReport, STATUSES};
 use crate::endpoint::Endpoint;
 
-/// Longest request head read, and how long to wait for it.
-const MAX_REQUEST: usize = 8 << 10;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The content type of OpenMetrics text, which Prometheus reads.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+type Labels = Vec<(String, String)>;
+
+/// A label value as the exposition format quotes it. `prometheus-client`
+/// writes label values as they are.
 fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+fn gauge(registry: &mut Registry, name: &str, help: &str, labels: &Labels, value: i64) {
+    let family = Family::<Labels, Gauge>::default();
+    family.get_or_create(labels).set(value);
+    registry.register(name, help, family);
 }
 
-/// `report` in the Prometheus text format. Every series carries the label
-/// `endpoint`.
+/// `report` in the OpenMetrics text format. Every series carries the label
+/// `endpoint`; counters are `tasklane_<counter>_total`.
 pub fn render(report: &StatusReport) -> String {
-    let mut out = String::new();
-    let ep = format!("endpoint=\"{}\"", escape(&report.endpoint));
+    let mut registry = Registry::default();
+    let ep: Labels = vec![("endpoint".into(), escape(&report.endpoint))];
     for (name, help, _) in counter_fields(&Default::default()) {
-        let metric = format!("tasklane_{name}_total");
-        family(&mut out, &metric, "counter", help);
-        let _ = writeln!(out, "{metric}{{{ep}}} {}", report.counter(name));
+        let family = Family::<Labels, Counter>::default();
+        family.get_or_create(&ep).inc_by(report.counter(name));
+        registry.register(format!("tasklane_{name}"), help, family);
     }
-    family(&mut out, "tasklane_spool_inbox", "gauge", "Tasks in the spool's inbox (received, not completed).");
-    let _ = writeln!(out, "tasklane_spool_inbox{{{ep}}} {}", report.spool_inbox);
-    family(&mut out, "tasklane_spool_outbox", "gauge", "Results in the spool's outbox (not yet confirmed).");
-    let _ = writeln!(out, "tasklane_spool_outbox{{{ep}}} {}", report.spool_outbox);
-    family(&mut out, "tasklane_status", "gauge", "The endpoint's connection status: 1 for the current one.");
-    for status in STATUSES {
-        let v = u8::from(report.status == status);
-        let _ = writeln!(out, "tasklane_status{{{ep},status=\"{status}\"}} {v}");
+    let inbox = i64::try_from(report.spool_inbox).unwrap_or(i64::MAX);
+    let outbox = i64::try_from(report.spool_outbox).unwrap_or(i64::MAX);
+    gauge(&mut registry, "tasklane_spool_inbox", "Tasks in the spool's inbox (received, not completed).", &ep, inbox);
+    gauge(&mut registry, "tasklane_spool_outbox", "Results in the spool's outbox (not yet confirmed).", &ep, outbox);
+    let status = Family::<Labels, Gauge>::default();
+    for s in STATUSES {
+        let mut labels = ep.clone();
+        labels.push(("status".into(), s.into()));
+        status.get_or_create(&labels).set(i64::from(report.status == s));
     }
-    family(&mut out, "tasklane_connected", "gauge", "Whether the endpoint has a live connection to the broker.");
-    let _ = writeln!(out, "tasklane_connected{{{ep}}} {}", u8::from(report.connection.is_some()));
+    registry.register("tasklane_status", "The endpoint's connection status: 1 for the current one.", status);
+    let connected = i64::from(report.connection.is_some());
+    let help = "Whether the endpoint has a live connection to the broker.";
+    gauge(&mut registry, "tasklane_connected", help, &ep, connected);
     if let Some(c) = &report.connection {
-        family(
-            &mut out,
-            "tasklane_connection_info",
-            "gauge",
-            "The live connection: its name and the broker's address.",
-        );
-        let _ = writeln!(
-            out,
-            "tasklane_connection_info{{{ep},name=\"{}\",peer=\"{}\",tls=\"{}\",broker=\"{}\",vhost=\"{}\",user=\"{}\"}} 1",
-            escape(&c.name),
-            c.peer,
-            c.tls,
-            escape(&c.broker),
-            escape(&c.vhost),
-            escape(&c.user)
-        );
+        let mut labels = ep.clone();
+        for (k, v) in [
+            ("name", escape(&c.name)),
+            ("peer", c.peer.to_string()),
+            ("tls", c.tls.to_string()),
+            ("broker", escape(&c.broker)),
+            ("vhost", escape(&c.vhost)),
+            ("user", escape(&c.user)),
+        ] {
+            labels.push((k.into(), v));
+        }
+        let help = "The live connection: its name and the broker's address.";
+        registry.register("tasklane_connection", help, Info::new(labels));
     }
     if let Some(secs) = report.disconnected_secs {
-        family(&mut out, "tasklane_disconnected_seconds", "gauge", "How long the endpoint has been disconnected.");
-        let _ = writeln!(out, "tasklane_disconnected_seconds{{{ep}}} {secs:.3}");
+        let family = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        family.get_or_create(&ep).set(secs);
+        registry.register("tasklane_disconnected_seconds", "How long the endpoint has been disconnected.", family);
     }
+    let mut out = String::new();
+    encode(&mut out, &registry).expect("writing to a String cannot fail");
     out
 }
 
@@ -103,22 +117,20 @@ impl MetricsListener {
     pub fn serve(self, endpoint: Arc<Endpoint>) -> MetricsServer {
         let Self { listener, addr } = self;
         tracing::info!(%addr, "serving metrics on http://{addr}/metrics");
+        let app = Router::new()
+            .route("/metrics", get(metrics))
+            .route("/status", get(status))
+            .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "try /metrics or /status\n") })
+            // A scrape every few seconds: one request per connection, as
+            // simple clients (and the tests) expect.
+            .layer(axum::middleware::map_response(|mut r: Response| async move {
+                r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                r
+            }))
+            .with_state(endpoint);
         let task = tokio::spawn(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, _)) => {
-                        let endpoint = endpoint.clone();
-                        tokio::spawn(async move {
-                            if let Err(e) = answer(stream, &endpoint).await {
-                                tracing::debug!("metrics request: {e}");
-                            }
-                        });
-                    }
-                    Err(e) => {
-                        tracing::warn!("metrics server: accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::warn!("metrics server: {e}");
             }
         });
         MetricsServer { addr, task }
@@ -143,41 +155,13 @@ impl MetricsServer {
     }
 }
 
-async fn answer(mut stream: TcpStream, endpoint: &Endpoint) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    let read = async {
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        Ok::<_, std::io::Error>(())
-    };
-    tokio::time::timeout(REQUEST_TIMEOUT, read).await.map_err(|_| std::io::ErrorKind::TimedOut)??;
-    let line = String::from_utf8_lossy(head.split(|b| *b == b'\n').next().unwrap_or_default()).into_owned();
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
-    let (status, content_type, body) = match (method, path) {
-        ("GET", "/metrics") => {
-            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", render(&StatusReport::of(endpoint)))
-        }
-        ("GET", "/status") => {
-            let json = serde_json::to_string_pretty(&StatusReport::of(endpoint)).unwrap_or_default();
-            ("200 OK", "application/json", json + "\n")
-        }
-        ("GET", _) => ("404 Not Found", "text/plain", "try /metrics or /status\n".to_string()),
-        _ => ("405 Method Not Allowed", "text/plain", "GET only\n".to_string()),
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+async fn metrics(State(endpoint): State<Arc<Endpoint>>) -> impl IntoResponse {
+    ([(CONTENT_TYPE, OPENMETRICS)], render(&StatusReport::of(&endpoint)))
+}
+
+async fn status(State(endpoint): State<Arc<Endpoint>>) -> impl IntoResponse {
+    let json = serde_json::to_string_pretty(&StatusReport::of(&endpoint)).unwrap_or_default();
+    ([(CONTENT_TYPE, "application/json")], json + "\n")
 }
 
 #[cfg(test)]
@@ -214,14 +198,16 @@ mod tests {
         };
         let text = render(&report);
         assert!(
-            text.contains("# TYPE tasklane_received_total counter\ntasklane_received_total{endpoint=\"ep\\\"1\"} 7\n")
+            text.contains("# TYPE tasklane_received counter\ntasklane_received_total{endpoint=\"ep\\\"1\"} 7\n"),
+            "{text}"
         );
         assert!(text.contains("tasklane_acked_total{endpoint=\"ep\\\"1\"} 0\n"));
         assert!(text.contains("tasklane_spool_inbox{endpoint=\"ep\\\"1\"} 3\n"));
         assert!(text.contains("tasklane_status{endpoint=\"ep\\\"1\",status=\"consuming\"} 1\n"));
         assert!(text.contains("tasklane_status{endpoint=\"ep\\\"1\",status=\"standby\"} 0\n"));
-        assert!(text.contains("name=\"tasklane endpoint ep\",peer=\"127.0.0.1:5672\",tls=\"false\""));
+        assert!(text.contains("name=\"tasklane endpoint ep\",peer=\"127.0.0.1:5672\",tls=\"false\""), "{text}");
         assert!(!text.contains("tasklane_disconnected_seconds"));
+        assert!(text.ends_with("# EOF\n"));
         // Every sample line is `name{labels} value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (series, value) = line.rsplit_once(' ').unwrap();

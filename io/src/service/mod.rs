@@ -20,7 +20,7 @@
 //! # Ok(()) }
 //! ```
 
-mod confirm;
+pub(crate) mod confirm;
 pub mod management;
 mod results;
 mod store;
@@ -34,9 +34,13 @@ use tasklane_core::{EndpointId, TaskId};
 
 pub use management::{Management, ManagementError};
 pub use results::{AcceptedResult, ResultCounters, Results, ResultsOptions, REASON_DETAIL_HEADER};
-pub use store::{StoreError, StoreWrite, TaskState, TaskStore, TrackedTask};
+pub(crate) use store::now_ms;
+pub use store::{
+    DeadLetter, FleetRecord, Retention, Sample, StateFilter, StoreError, StoreWrite, TaskCounts, TaskFilter, TaskState,
+    TaskStore, TrackedTask,
+};
 pub use submit::Submitter;
-pub use topology::{provision, QueueType, DEAD, RESULTS, RESULTS_BINDING};
+pub use topology::{provision, QueueType, DEAD, RESULTS, RESULTS_BINDING, STATUS_BINDING, STATUS_QUEUE};
 pub use users::{provision_user, EndpointUser, Permissions, UserError};
 
 /// Why a service operation failed.

@@ -24,7 +24,7 @@ use tasklane_core::{EndpointId, Malformed, RawMessage, ResultStatus, TaskId, Tas
 use tokio::sync::mpsc;
 
 use super::confirm::ConfirmChannel;
-use super::store::{StoreWrite, TaskState, TaskStore};
+use super::store::{DeadLetter, StoreWrite, TaskState, TaskStore};
 use super::topology::{DEAD, RESULTS};
 use super::ServiceError;
 use crate::amqp::{self, ChannelEvent, CloseReason};
@@ -236,6 +236,15 @@ impl Results {
                 if let Some(task) = self.result_of_owner(&routing_key, &raw, &reason)? {
                     self.pending.writes.push(StoreWrite::State(task, TaskState::DeadLettered));
                 }
+                // For the dashboard's list of recent dead letters.
+                self.pending.writes.push(StoreWrite::Dead(DeadLetter {
+                    at_ms: super::now_ms(),
+                    queue: RESULTS.into(),
+                    routing_key: routing_key.clone(),
+                    message_id: props.message_id().cloned(),
+                    reason: reason.label().into(),
+                    detail: reason.to_string(),
+                }));
                 let props = with_reason(props, &reason);
                 let seq = self.dead.publish(DEAD, &routing_key, props, raw.body.to_vec(), false).await?;
                 self.pending.dead_unconfirmed.insert(seq);

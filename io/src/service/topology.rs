@@ -18,6 +18,14 @@ pub const RESULTS: &str = "results";
 pub const RESULTS_BINDING: &str = "*.results";
 /// The fanout exchange and the queue that keep what was rejected.
 pub const DEAD: &str = "tasklane.dead";
+/// The queue of endpoints' status reports, bound to `results`.
+pub const STATUS_QUEUE: &str = "tasklane.status";
+/// The binding of `tasklane.status`: every endpoint's `E.status`.
+pub const STATUS_BINDING: &str = "*.status";
+/// `tasklane.status` keeps at most this many reports (dropping the oldest)...
+const STATUS_MAX_LENGTH: i64 = 10_000;
+/// ...and none older than this (ms): a report is news, not a record.
+const STATUS_TTL_MS: i64 = 10 * 60 * 1000;
 
 /// The kind of an endpoint's task queue.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -69,9 +77,23 @@ fn task_queue_arguments(queue_type: QueueType) -> FieldTable {
     args
 }
 
+/// The arguments of `tasklane.status`: a classic queue (reports are
+/// transient; nothing to replicate) that cannot grow without end while no
+/// service drains it.
+fn status_queue_arguments() -> FieldTable {
+    let mut args = FieldTable::new();
+    field(&mut args, "x-queue-type", "classic".into());
+    field(&mut args, "x-max-length", FieldValue::l(STATUS_MAX_LENGTH));
+    field(&mut args, "x-overflow", "drop-head".into());
+    field(&mut args, "x-message-ttl", FieldValue::l(STATUS_TTL_MS));
+    args
+}
+
 /// Declares the topology of SPEC §2 for `endpoint`: its durable task queue
 /// `E.tasks` (single active consumer, dead-lettering to `tasklane.dead`, of
-/// `queue_type`), the `results` exchange and queue, and `tasklane.dead`.
+/// `queue_type`), the `results` exchange and queue, `tasklane.dead`, and
+/// `tasklane.status` (bound to `results` with `*.status`, bounded in length
+/// and age).
 ///
 /// Idempotent: declaring what exists changes nothing. Declaring `E.tasks`
 /// with another queue type than it has fails with the broker's
@@ -109,6 +131,13 @@ async fn declare(
         .map_err(|e| ("queue.declare", e))?;
     channel
         .queue_bind(QueueBindArguments::new(RESULTS, RESULTS, RESULTS_BINDING))
+        .await
+        .map_err(|e| ("queue.bind", e))?;
+
+    let status = QueueDeclareArguments::durable_client_named(STATUS_QUEUE).arguments(status_queue_arguments()).finish();
+    channel.queue_declare(status).await.map_err(|e| ("queue.declare", e))?;
+    channel
+        .queue_bind(QueueBindArguments::new(STATUS_QUEUE, RESULTS, STATUS_BINDING))
         .await
         .map_err(|e| ("queue.bind", e))?;
 

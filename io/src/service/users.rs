@@ -2,7 +2,8 @@
 //! logs in as user `E`, who may
 //! - read (consume, get, ack) only the queue `E.tasks`,
 //! - write (publish) only to the exchange `results`, and there — by a
-//!   topic permission — only with the routing key `E.results`,
+//!   topic permission — only with the routing keys `E.results` (results)
+//!   and `E.status` (status reports),
 //! - configure nothing: declaring, deleting or binding anything is refused.
 //!
 //! So one endpoint's credentials can neither drain another's tasks nor
@@ -49,7 +50,11 @@ impl Permissions {
             configure: "^$".into(),
             write: format!("^{}$", escape(RESULTS)),
             read: format!("^{}$", escape(&endpoint.task_queue())),
-            results_write: format!("^{}$", escape(&endpoint.result_key())),
+            results_write: format!(
+                "^({}|{})$",
+                escape(&endpoint.result_key()),
+                escape(&crate::fleet::status_key(endpoint))
+            ),
             results_read: "^$".into(),
         }
     }
@@ -182,7 +187,7 @@ mod tests {
         assert_eq!(p.configure, "^$");
         assert_eq!(p.write, "^results$");
         assert_eq!(p.read, "^ep-1_A\\.tasks$");
-        assert_eq!(p.results_write, "^ep-1_A\\.results$");
+        assert_eq!(p.results_write, "^(ep-1_A\\.results|ep-1_A\\.status)$");
         assert_eq!(p.results_read, "^$");
     }
 

@@ -126,14 +126,15 @@ pub(super) fn toml_into(s: &mut EndpointSettings, text: &str, source: &str) -> s
 
 /// Applies the `TASKLANE_<KEY>` variables among `vars` to `s`; every
 /// problem found. Variables that name no key are left alone: other tools
-/// use the prefix too.
+/// use the prefix too. A variable set to nothing (or blanks) counts as
+/// unset, as shells and service managers leave `VAR=` behind.
 pub(super) fn env_into(s: &mut EndpointSettings, vars: impl IntoIterator<Item = (String, String)>) -> super::Problems {
     let mut problems = Vec::new();
     let mut vars: Vec<(String, String)> = vars.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
     vars.sort();
     for (var, value) in vars {
         let key = var[ENV_PREFIX.len()..].to_lowercase();
-        if !KEYS.contains(&key.as_str()) {
+        if !KEYS.contains(&key.as_str()) || value.trim().is_empty() {
             continue;
         }
         if let Err(problem) = assign(s, &key, Raw::Env(&value)) {

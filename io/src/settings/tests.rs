@@ -113,21 +113,25 @@ fn build_reports_missing_and_inconsistent_settings_together() {
 #[test]
 fn environment_problems_name_the_variable() {
     let mut s = EndpointSettings::default();
-    let Problems(problems) = s
-        .apply_env(env(&[
-            ("TASKLANE_PREFETCH", "many"),
-            ("TASKLANE_BLOCKED_TIMEOUT_SECS", "999999"),
-            ("TASKLANE_ENDPOINT", " "),
-        ]))
-        .unwrap_err();
+    let Problems(problems) =
+        s.apply_env(env(&[("TASKLANE_PREFETCH", "many"), ("TASKLANE_BLOCKED_TIMEOUT_SECS", "999999")])).unwrap_err();
     assert_eq!(
         problems,
         [
             "TASKLANE_BLOCKED_TIMEOUT_SECS: must be from 1 to 86400, not 999999",
-            "TASKLANE_ENDPOINT: must not be empty",
             "TASKLANE_PREFETCH: must be an integer, not \"many\"",
         ]
     );
+}
+
+#[test]
+fn an_empty_variable_counts_as_unset() {
+    let mut s = EndpointSettings::from_toml(FULL, "f.toml").unwrap();
+    s.apply_env(env(&[("TASKLANE_ENDPOINT", ""), ("TASKLANE_PREFETCH", " "), ("TASKLANE_HEARTBEAT_SECS", "7")]))
+        .unwrap();
+    let (cfg, _) = s.build().unwrap();
+    assert_eq!(cfg.lane.endpoint.as_str(), "ep-1", "the file's endpoint stays");
+    assert_eq!((cfg.lane.prefetch, cfg.amqp.heartbeat), (250, 7));
 }
 
 #[test]

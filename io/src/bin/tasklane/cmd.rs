@@ -46,7 +46,7 @@ pub struct SubmitArgs {
 pub struct UserArgs {
     /// Also create a RabbitMQ user named after the endpoint, with a
     /// generated password (printed once), that may only consume E.tasks and
-    /// publish to `results` with routing key E.results. Needs the
+    /// publish to `results` with routing keys E.results and E.status. Needs the
     /// management API and an administrator in --amqp.
     #[arg(long)]
     pub user: bool,
@@ -138,9 +138,12 @@ pub async fn connect(opts: &ConnectOptions) -> Result<Connection, Failure> {
     }
 }
 
-/// Opens the service's task store.
-pub fn open_store(dir: &Path) -> Result<TaskStore, Failure> {
-    TaskStore::open(dir).map_err(|e| Failure::runtime(format!("cannot open the task store {}", dir.display()), e))
+/// Opens the service's task store, with the retention bound of the
+/// `--retain-*` options.
+pub fn open_store(g: &Global) -> Result<TaskStore, Failure> {
+    let dir = &g.store;
+    TaskStore::open_with(dir, g.retention())
+        .map_err(|e| Failure::runtime(format!("cannot open the task store {}", dir.display()), e))
 }
 
 /// A service error as a failure, with a hint where one helps.
@@ -249,7 +252,7 @@ pub async fn submit(g: &Global, args: SubmitArgs) -> Result<(), Failure> {
     let kind = args.kind.clone();
     let tasks = payloads.map(|body| Task { id: new_task_id(), kind: kind.clone(), body });
 
-    let store = open_store(&g.store)?;
+    let store = open_store(g)?;
     let conn = connect(&opts).await?;
     let outcome = async {
         let mut submitter = Submitter::open(&conn, store).await?;
@@ -316,7 +319,7 @@ fn print_result(r: &service::AcceptedResult, json: bool) {
 /// `tasklane results`.
 pub async fn results(g: &Global, args: ResultsArgs) -> Result<(), Failure> {
     let opts = connect_options(g, "tasklane results")?;
-    let store = open_store(&g.store)?;
+    let store = open_store(g)?;
     let stop = stop_flag();
     let conn = connect(&opts).await?;
     let deadline = args.timeout.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));

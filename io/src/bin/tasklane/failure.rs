@@ -46,6 +46,24 @@ impl Failure {
     }
 }
 
+/// Prints `lines` on stdout. A reader that went away (`| head`) ends the
+/// command quietly with exit 0 instead of a panic.
+pub fn print_lines(lines: impl IntoIterator<Item = String>) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        match writeln!(out, "{line}") {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Err(Failure::Quiet(0)),
+            Err(e) => return Err(Failure::Runtime(format!("cannot write to stdout: {e}"))),
+        }
+    }
+    match out.flush() {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Failure::Quiet(0)),
+        _ => Ok(()),
+    }
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

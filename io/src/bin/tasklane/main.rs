@@ -1,20 +1,25 @@
 //! `tasklane`: provision endpoints, submit tasks, collect results, run an
-//! endpoint, inspect a spool, and run the end-to-end demo.
+//! endpoint, inspect a spool, watch the fleet, list tracked tasks, serve
+//! the dashboard, and run the end-to-end demo.
 
 mod cmd;
 mod demo;
 mod endpoint;
 mod failure;
+mod fleet;
 mod handler;
+mod logging;
 mod status;
+mod tasks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tasklane_core::EndpointId;
-use tasklane_io::service::QueueType;
+use tasklane_io::service::{QueueType, Retention};
 
 use failure::Failure;
 
@@ -52,10 +57,28 @@ pub struct Global {
     /// Directory of the service's own LMDB store (task tracking, result dedup).
     #[arg(long = "store", value_name = "DIR", default_value = "./tasklane-service", global = true)]
     pub store: PathBuf,
+    /// Task tracking keeps at most N tasks, forgetting the oldest finished
+    /// ones first (enforced by every write to the store).
+    #[arg(long = "retain-tasks", value_name = "N", env = "TASKLANE_RETAIN_TASKS", default_value_t = Retention::DEFAULT_MAX_TASKS, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub retain_tasks: u64,
+    /// Task tracking forgets tasks submitted longer ago than DUR (e.g. 12h, 7d).
+    #[arg(long = "retain-age", value_name = "DUR", env = "TASKLANE_RETAIN_AGE", default_value = "7days", value_parser = tasks::parse_duration, global = true)]
+    pub retain_age: Duration,
+    /// Log lines on stderr as text, or as one JSON object per line (for log
+    /// shippers).
+    #[arg(long = "log-format", value_name = "FORMAT", env = "TASKLANE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
+    pub log_format: String,
     /// Whether `--amqp` was given (flag or environment) rather than
     /// defaulted: only then does it override a `--config` file's URL.
     #[arg(skip)]
     pub amqp_given: bool,
+}
+
+impl Global {
+    /// The retention bound of the service's store.
+    pub fn retention(&self) -> Retention {
+        Retention { max_age: Some(self.retain_age), max_tasks: Some(self.retain_tasks) }
+    }
 }
 
 /// Whether `id` was set on the command line or from the environment, at
@@ -67,7 +90,7 @@ fn given(m: &ArgMatches, id: &str) -> bool {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Declare an endpoint's task queue and the shared results and
+    /// Declare an endpoint's task queue and the shared results, status and
     /// dead-letter topology (idempotent).
     Provision {
         /// Endpoint id: 1-64 characters of A-Z a-z 0-9 _ -
@@ -88,6 +111,16 @@ enum Command {
     /// Status, counters, connection and spool depths of an endpoint (exit 0
     /// while it runs, 1 when it does not).
     Status(status::StatusArgs),
+    /// Every endpoint's last status report (drained from tasklane.status
+    /// first), one line each; an endpoint silent for 3 of its report
+    /// intervals is stale.
+    Fleet(fleet::FleetArgs),
+    /// The service's tracked tasks, oldest first, filtered; `tasks prune`
+    /// applies the retention bound.
+    Tasks(tasks::TasksArgs),
+    /// Serve the operators' web page (fleet, spool depths, throughput, tasks
+    /// by state, recent dead letters) until SIGINT/SIGTERM.
+    Dashboard(fleet::DashboardArgs),
     /// Look into an endpoint's spool.
     Spool {
         #[command(subcommand)]
@@ -119,6 +152,7 @@ fn parse_queue_type(s: &str) -> Result<QueueType, String> {
 }
 
 fn main() -> ExitCode {
+    logging::unset_empty_variables();
     let parsed = Cli::command().try_get_matches().and_then(|m| Ok((Cli::from_arg_matches(&m)?, m)));
     let cli = match parsed {
         Ok((mut cli, matches)) => {
@@ -127,19 +161,15 @@ fn main() -> ExitCode {
         }
         Err(e) => return failure::clap_error(e),
     };
-    // A running endpoint reports its status changes; the other commands
-    // speak only of trouble. A non-empty RUST_LOG overrides.
+    // A running endpoint (and the dashboard) report what they do; the
+    // other commands speak only of trouble. A non-empty RUST_LOG overrides.
     // The demo counts dead-lettered results instead of logging each one.
     let default_level = match cli.command {
-        Command::Endpoint(_) => "warn,tasklane=info",
+        Command::Endpoint(_) | Command::Dashboard(_) => "warn,tasklane=info",
         Command::Demo(_) => "warn,tasklane_io::service::results=error",
         _ => "warn",
     };
-    let filter = std::env::var("RUST_LOG").ok().filter(|f| !f.trim().is_empty());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter.as_deref().unwrap_or(default_level)))
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init(default_level, &cli.global.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => return Failure::Runtime(format!("cannot start the async runtime: {e}")).report(),
@@ -162,6 +192,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Results(args) => cmd::results(&g, args).await,
         Command::Status(args) => status::run(args),
         Command::Spool { command: SpoolCommand::Inspect { dir, oldest } } => cmd::spool_inspect(&dir, oldest),
+        Command::Fleet(args) => fleet::fleet(&g, args).await,
+        Command::Tasks(args) => tasks::run(&g, args),
+        Command::Dashboard(args) => fleet::dashboard(&g, args).await,
         Command::Demo(args) => demo::run(&g, args).await,
     }
 }

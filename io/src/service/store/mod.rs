@@ -1,5 +1,7 @@
 //! The service's own LMDB store: every submitted task's endpoint and state
-//! (SPEC §5), and the persisted dedup window of accepted results.
+//! (SPEC §5) under a retention bound, the persisted dedup window of
+//! accepted results, and the fleet: each endpoint's last status report,
+//! recent throughput samples and what the service dead-lettered.
 //!
 //! Writes come in groups (one transaction, one fsync per group): a batch of
 //! submitted tasks, or a batch of judged results. LMDB allows several
@@ -11,8 +13,17 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use heed::types::Bytes;
-use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, WithoutTls};
+use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, RwTxn, WithoutTls};
 use tasklane_core::{EndpointId, ResultStatus, TaskId};
+
+mod fleet;
+mod record;
+mod retention;
+
+pub use fleet::{DeadLetter, FleetRecord, Sample};
+pub use retention::{Retention, StateFilter, TaskCounts, TaskFilter};
+
+use record::{decode_record, encode_record, index_key};
 
 /// Largest the store's memory map may grow to. LMDB reserves address space,
 /// not disk: the file grows with what is written.
@@ -31,6 +42,11 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    /// Whether the task is finished (a result, or dead-lettered).
+    pub fn is_finished(self) -> bool {
+        self != TaskState::Submitted
+    }
+
     fn to_byte(self) -> u8 {
         match self {
             TaskState::Submitted => 0,
@@ -99,10 +115,14 @@ pub enum StoreError {
     /// A record in the store is damaged.
     #[error("task store: damaged record for task {0:?}")]
     Damaged(String),
+    /// A fleet record in the store is damaged.
+    #[error("task store: damaged fleet record {0:?}: {1}")]
+    DamagedFleet(String, String),
 }
 
 /// A state change of one task, as written in a group.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StoreWrite {
     /// A task was submitted to `endpoint` (written before it is published,
     /// so that its result can never arrive before its owner is known).
@@ -124,6 +144,9 @@ pub enum StoreWrite {
         /// The id that left the window.
         forget: Option<TaskId>,
     },
+    /// The service dead-lettered a message (a result or a status report):
+    /// kept in a short log of the most recent ones, for the dashboard.
+    Dead(DeadLetter),
 }
 
 /// The service's LMDB store. Cheap to clone; clones share the environment.
@@ -133,67 +156,78 @@ pub struct TaskStore {
     tasks: Database<'static, Bytes, Bytes>,
     /// Dedup window: big-endian sequence number → task id, oldest first.
     seen: Database<'static, Bytes, Bytes>,
+    /// Tasks without a result yet, by submission time (`record::index_key`).
+    open_idx: Database<'static, Bytes, Bytes>,
+    /// Finished tasks (result or dead-lettered), by submission time.
+    done_idx: Database<'static, Bytes, Bytes>,
+    /// Endpoint id → its last status report and when it was seen (JSON).
+    fleet: Database<'static, Bytes, Bytes>,
+    /// Throughput samples: `sent_at_ms (BE) | endpoint` → `completed | pid`.
+    samples: Database<'static, Bytes, Bytes>,
+    /// The most recent dead letters: sequence number (BE) → JSON.
+    dead: Database<'static, Bytes, Bytes>,
+    retention: Retention,
 }
 
 impl fmt::Debug for TaskStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TaskStore").field("path", &self.env.path()).finish()
+        f.debug_struct("TaskStore").field("path", &self.env.path()).field("retention", &self.retention).finish()
     }
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-fn encode_record(endpoint: &EndpointId, state: TaskState, submitted_ms: u64, updated_ms: u64) -> Vec<u8> {
-    let e = endpoint.as_str().as_bytes();
-    let mut v = Vec::with_capacity(18 + e.len());
-    v.push(state.to_byte());
-    v.extend_from_slice(&submitted_ms.to_be_bytes());
-    v.extend_from_slice(&updated_ms.to_be_bytes());
-    v.push(e.len() as u8);
-    v.extend_from_slice(e);
-    v
-}
-
-fn decode_record(id: &[u8], v: &[u8]) -> Result<TrackedTask, StoreError> {
-    let damaged = || StoreError::Damaged(String::from_utf8_lossy(id).into_owned());
-    if v.len() < 18 {
-        return Err(damaged());
-    }
-    let state = TaskState::from_byte(v[0]).ok_or_else(damaged)?;
-    let submitted_ms = u64::from_be_bytes(v[1..9].try_into().expect("8 bytes"));
-    let updated_ms = u64::from_be_bytes(v[9..17].try_into().expect("8 bytes"));
-    let n = v[17] as usize;
-    let e = v.get(18..18 + n).ok_or_else(damaged)?;
-    let endpoint = std::str::from_utf8(e).ok().and_then(|e| EndpointId::new(e).ok()).ok_or_else(damaged)?;
-    let id = std::str::from_utf8(id).ok().and_then(|i| TaskId::new(i).ok()).ok_or_else(damaged)?;
-    Ok(TrackedTask { id, endpoint, state, submitted_ms, updated_ms })
-}
+/// The store's databases by name, in the order of [`TaskStore`]'s fields.
+const DATABASES: [&str; 7] = ["tasks", "seen", "open", "done", "fleet", "samples", "dead"];
 
 impl TaskStore {
-    /// Opens (creating if needed) the store in directory `dir`.
+    /// Opens (creating if needed) the store in directory `dir`, with the
+    /// default [`Retention`].
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(dir, Retention::default())
+    }
+
+    /// Opens (creating if needed) the store in directory `dir`; every write
+    /// keeps it within `retention`.
+    pub fn open_with(dir: impl AsRef<Path>, retention: Retention) -> Result<Self, StoreError> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { path: dir.display().to_string(), source })?;
         let mut opts = EnvOpenOptions::new().read_txn_without_tls();
-        opts.map_size(MAP_SIZE).max_dbs(4);
+        opts.map_size(MAP_SIZE).max_dbs(8);
         // SAFETY: the store's files are only ever written through LMDB (by
         // this type, in this or another process); LMDB's own locking keeps
         // the memory map consistent.
         let env = unsafe { opts.open(dir)? };
         let wtxn = env.write_txn()?;
-        let (tasks, seen) = env
+        let [tasks, seen, open_idx, done_idx, fleet, samples, dead] = env
             .create_databases_and_commit(wtxn, |dbo, wtxn| -> Result<_, heed::Error> {
-                let tasks = dbo.create_database::<Bytes, Bytes>(wtxn, Some("tasks"))?;
-                let seen = dbo.create_database::<Bytes, Bytes>(wtxn, Some("seen"))?;
-                Ok(CommitOrAbort::<_, ()>::Commit((tasks, seen)))
+                let mut dbs = Vec::with_capacity(DATABASES.len());
+                for name in DATABASES {
+                    dbs.push(dbo.create_database::<Bytes, Bytes>(wtxn, Some(name))?);
+                }
+                let dbs: [_; 7] = dbs.try_into().unwrap_or_else(|_| unreachable!("one per name"));
+                Ok(CommitOrAbort::<_, ()>::Commit(dbs))
             })?
             .unwrap_commit();
-        Ok(Self { env, tasks, seen })
+        let store = Self { env, tasks, seen, open_idx, done_idx, fleet, samples, dead, retention };
+        // A store written before the time indexes existed gets them now.
+        let mut wtxn = store.env.write_txn()?;
+        if store.open_idx.len(&wtxn)? + store.done_idx.len(&wtxn)? != store.tasks.len(&wtxn)? {
+            store.rebuild_indexes(&mut wtxn)?;
+        }
+        wtxn.commit()?;
+        Ok(store)
     }
 
-    /// Applies `writes` in order, in one transaction (one fsync).
+    /// The retention bound the store keeps.
+    pub fn retention(&self) -> Retention {
+        self.retention
+    }
+
+    /// Applies `writes` in order, then the retention bound, in one
+    /// transaction (one fsync).
     pub fn write(&self, writes: &[StoreWrite]) -> Result<(), StoreError> {
         if writes.is_empty() {
             return Ok(());
@@ -207,11 +241,14 @@ impl TaskStore {
         for w in writes {
             match w {
                 StoreWrite::Submitted { task, endpoint } => {
+                    let key = task.as_str().as_bytes();
+                    self.remove_task(&mut wtxn, key)?;
                     let v = encode_record(endpoint, TaskState::Submitted, now, now);
-                    self.tasks.put(&mut wtxn, task.as_str().as_bytes(), &v)?;
+                    self.tasks.put(&mut wtxn, key, &v)?;
+                    self.open_idx.put(&mut wtxn, &index_key(now, key), &[])?;
                 }
                 StoreWrite::Withdrawn(task) => {
-                    self.tasks.delete(&mut wtxn, task.as_str().as_bytes())?;
+                    self.remove_task(&mut wtxn, task.as_str().as_bytes())?;
                 }
                 StoreWrite::State(task, state) => {
                     let key = task.as_str().as_bytes();
@@ -219,6 +256,11 @@ impl TaskStore {
                         let old = decode_record(key, old)?;
                         let v = encode_record(&old.endpoint, *state, old.submitted_ms, now);
                         self.tasks.put(&mut wtxn, key, &v)?;
+                        if old.state.is_finished() != state.is_finished() {
+                            let k = index_key(old.submitted_ms, key);
+                            self.index_of(old.state).delete(&mut wtxn, &k)?;
+                            self.index_of(*state).put(&mut wtxn, &k, &[])?;
+                        }
                     }
                 }
                 StoreWrite::Seen { task, forget } => {
@@ -232,9 +274,44 @@ impl TaskStore {
                         }
                     }
                 }
+                StoreWrite::Dead(letter) => self.put_dead(&mut wtxn, letter)?,
             }
         }
+        self.enforce(&mut wtxn, now)?;
         wtxn.commit()?;
+        Ok(())
+    }
+
+    /// The time index a task in `state` is kept in.
+    fn index_of(&self, state: TaskState) -> Database<'static, Bytes, Bytes> {
+        if state.is_finished() {
+            self.done_idx
+        } else {
+            self.open_idx
+        }
+    }
+
+    /// Deletes a task and its index entry; `false` if there was none.
+    fn remove_task(&self, wtxn: &mut RwTxn, key: &[u8]) -> Result<bool, StoreError> {
+        let Some(old) = self.tasks.get(wtxn, key)? else { return Ok(false) };
+        let old = decode_record(key, old)?;
+        self.index_of(old.state).delete(wtxn, &index_key(old.submitted_ms, key))?;
+        self.tasks.delete(wtxn, key)?;
+        Ok(true)
+    }
+
+    fn rebuild_indexes(&self, wtxn: &mut RwTxn) -> Result<(), StoreError> {
+        self.open_idx.clear(wtxn)?;
+        self.done_idx.clear(wtxn)?;
+        let mut entries = Vec::new();
+        for entry in self.tasks.iter(wtxn)? {
+            let (k, v) = entry?;
+            let t = decode_record(k, v)?;
+            entries.push((t.state, index_key(t.submitted_ms, k)));
+        }
+        for (state, k) in entries {
+            self.index_of(state).put(wtxn, &k, &[])?;
+        }
         Ok(())
     }
 
@@ -279,44 +356,4 @@ impl TaskStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn id(s: &str) -> TaskId {
-        TaskId::new(s).unwrap()
-    }
-
-    #[test]
-    fn tracks_states_and_window_across_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let e = EndpointId::new("e1").unwrap();
-        {
-            let store = TaskStore::open(dir.path()).unwrap();
-            store
-                .write(&[
-                    StoreWrite::Submitted { task: id("a"), endpoint: e.clone() },
-                    StoreWrite::Submitted { task: id("b"), endpoint: e.clone() },
-                    StoreWrite::Submitted { task: id("c"), endpoint: e.clone() },
-                    StoreWrite::Withdrawn(id("c")),
-                ])
-                .unwrap();
-            store
-                .write(&[
-                    StoreWrite::State(id("a"), TaskState::ResultReceived(ResultStatus::Failed)),
-                    StoreWrite::Seen { task: id("a"), forget: None },
-                    StoreWrite::Seen { task: id("b"), forget: Some(id("a")) },
-                ])
-                .unwrap();
-        }
-        let store = TaskStore::open(dir.path()).unwrap();
-        let all = store.list(None).unwrap();
-        assert_eq!(
-            all.iter().map(|t| (t.id.as_str(), t.state)).collect::<Vec<_>>(),
-            vec![("a", TaskState::ResultReceived(ResultStatus::Failed)), ("b", TaskState::Submitted)]
-        );
-        assert_eq!(store.owner(&id("b")).unwrap(), Some(e));
-        assert_eq!(store.owner(&id("c")).unwrap(), None);
-        assert_eq!(store.seen().unwrap(), vec![id("b")]);
-        assert!(store.list(Some(&EndpointId::new("other").unwrap())).unwrap().is_empty());
-    }
-}
+mod tests;

@@ -1,0 +1,189 @@
+//! The fleet in the store: each endpoint's last status report and when
+//! the service saw it, throughput samples of the last minutes, and a short
+//! log of what the service dead-lettered. Written by
+//! [`crate::fleet::Fleet`] as it drains `tasklane.status`, read by
+//! `tasklane fleet` and the dashboard.
+
+use heed::RwTxn;
+use serde::{Deserialize, Serialize};
+
+use super::{now_ms, StoreError, TaskStore};
+use crate::fleet::StatusReport;
+
+/// How long throughput samples are kept.
+pub const SAMPLE_WINDOW_MS: u64 = 15 * 60 * 1000;
+/// Most samples kept, whatever their age (endpoints with clocks ahead).
+const MAX_SAMPLES: u64 = 200_000;
+/// How many dead letters the log keeps.
+pub const DEAD_LOG_LEN: u64 = 200;
+
+/// An endpoint's last report, and when the service received it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetRecord {
+    /// The report.
+    pub report: StatusReport,
+    /// When the service took it from `tasklane.status`, in milliseconds
+    /// since the Unix epoch (the service's clock).
+    pub seen_ms: u64,
+}
+
+/// One report reduced to what the throughput chart needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sample {
+    /// The reporting endpoint.
+    pub endpoint: String,
+    /// When the endpoint sent it (its clock).
+    pub sent_at_ms: u64,
+    /// Its `completed` counter then.
+    pub completed: u64,
+    /// Its process: a new process starts counting from 0 again.
+    pub pid: u32,
+}
+
+/// A message the service dead-lettered, as the dashboard lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// The queue it was taken from (`results`, `tasklane.status`).
+    pub queue: String,
+    /// Its routing key.
+    pub routing_key: String,
+    /// Its `message_id`, if it had a readable one.
+    pub message_id: Option<String>,
+    /// The `tasklane-reason` label.
+    pub reason: String,
+    /// The one-line detail (`tasklane-reason-detail`).
+    pub detail: String,
+}
+
+fn sample_key(sent_at_ms: u64, endpoint: &str) -> Vec<u8> {
+    let mut k = sent_at_ms.to_be_bytes().to_vec();
+    k.extend_from_slice(endpoint.as_bytes());
+    k
+}
+
+impl TaskStore {
+    /// Records reports with the time each was received, in one transaction.
+    /// A report older than the one kept (same process, lower `seq`) is
+    /// dropped from the fleet table but still counts as a sample.
+    pub fn record_reports(&self, reports: &[FleetRecord]) -> Result<(), StoreError> {
+        if reports.is_empty() {
+            return Ok(());
+        }
+        let mut wtxn = self.env.write_txn()?;
+        for record in reports {
+            let r = &record.report;
+            let key = r.endpoint.as_bytes();
+            let newer = match self.fleet.get(&wtxn, key)? {
+                Some(old) => {
+                    let old = decode_fleet(key, old)?;
+                    !(old.report.pid == r.pid && old.report.host == r.host && old.report.seq > r.seq)
+                }
+                None => true,
+            };
+            if newer {
+                let json = serde_json::to_vec(record).expect("a record serializes");
+                self.fleet.put(&mut wtxn, key, &json)?;
+            }
+            let mut v = r.counter("completed").to_be_bytes().to_vec();
+            v.extend_from_slice(&r.pid.to_be_bytes());
+            self.samples.put(&mut wtxn, &sample_key(r.sent_at_ms, &r.endpoint), &v)?;
+        }
+        self.trim_samples(&mut wtxn)?;
+        wtxn.commit()?;
+        Ok(())
+    }
+
+    fn trim_samples(&self, wtxn: &mut RwTxn) -> Result<(), StoreError> {
+        let cutoff = now_ms().saturating_sub(SAMPLE_WINDOW_MS).to_be_bytes();
+        let mut len = self.samples.len(wtxn)?;
+        while let Some((k, _)) = self.samples.first(wtxn)? {
+            if k >= cutoff.as_slice() && len <= MAX_SAMPLES {
+                break;
+            }
+            let k = k.to_vec();
+            self.samples.delete(wtxn, &k)?;
+            len -= 1;
+        }
+        Ok(())
+    }
+
+    /// Every endpoint's last report, ordered by endpoint id.
+    pub fn fleet(&self) -> Result<Vec<FleetRecord>, StoreError> {
+        let rtxn = self.env.read_txn()?;
+        let mut out = Vec::new();
+        for entry in self.fleet.iter(&rtxn)? {
+            let (k, v) = entry?;
+            out.push(decode_fleet(k, v)?);
+        }
+        Ok(out)
+    }
+
+    /// Forgets an endpoint's last report (it was retired); `false` if none.
+    pub fn forget_endpoint(&self, endpoint: &str) -> Result<bool, StoreError> {
+        let mut wtxn = self.env.write_txn()?;
+        let gone = self.fleet.delete(&mut wtxn, endpoint.as_bytes())?;
+        wtxn.commit()?;
+        Ok(gone)
+    }
+
+    /// Throughput samples sent at or after `since_ms`, oldest first.
+    pub fn samples(&self, since_ms: u64) -> Result<Vec<Sample>, StoreError> {
+        let rtxn = self.env.read_txn()?;
+        let mut out = Vec::new();
+        for entry in self.samples.iter(&rtxn)? {
+            let (k, v) = entry?;
+            let damaged = || StoreError::DamagedFleet(String::from_utf8_lossy(k).into_owned(), "sample".into());
+            if k.len() < 8 || v.len() != 12 {
+                return Err(damaged());
+            }
+            let sent_at_ms = u64::from_be_bytes(k[..8].try_into().expect("8 bytes"));
+            if sent_at_ms < since_ms {
+                continue;
+            }
+            out.push(Sample {
+                endpoint: String::from_utf8_lossy(&k[8..]).into_owned(),
+                sent_at_ms,
+                completed: u64::from_be_bytes(v[..8].try_into().expect("8 bytes")),
+                pid: u32::from_be_bytes(v[8..].try_into().expect("4 bytes")),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The most recent dead letters, newest first.
+    pub fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        let rtxn = self.env.read_txn()?;
+        let mut out = Vec::new();
+        for entry in self.dead.rev_iter(&rtxn)?.take(max) {
+            let (k, v) = entry?;
+            let letter = serde_json::from_slice(v)
+                .map_err(|e| StoreError::DamagedFleet(format!("dead letter {k:?}"), e.to_string()))?;
+            out.push(letter);
+        }
+        Ok(out)
+    }
+
+    /// Appends to the dead-letter log, forgetting the oldest past
+    /// [`DEAD_LOG_LEN`].
+    pub(super) fn put_dead(&self, wtxn: &mut RwTxn, letter: &DeadLetter) -> Result<(), StoreError> {
+        let next = match self.dead.last(wtxn)? {
+            Some((k, _)) => u64::from_be_bytes(k.try_into().map_err(|_| StoreError::Damaged("dead".into()))?) + 1,
+            None => 0,
+        };
+        let json = serde_json::to_vec(letter).expect("a dead letter serializes");
+        self.dead.put(wtxn, &next.to_be_bytes(), &json)?;
+        while self.dead.len(wtxn)? > DEAD_LOG_LEN {
+            let Some((k, _)) = self.dead.first(wtxn)? else { break };
+            let k = k.to_vec();
+            self.dead.delete(wtxn, &k)?;
+        }
+        Ok(())
+    }
+}
+
+fn decode_fleet(k: &[u8], v: &[u8]) -> Result<FleetRecord, StoreError> {
+    serde_json::from_slice(v)
+        .map_err(|e| StoreError::DamagedFleet(String::from_utf8_lossy(k).into_owned(), e.to_string()))
+}
