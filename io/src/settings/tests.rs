@@ -131,7 +131,7 @@ fn an_empty_variable_counts_as_unset() {
         .unwrap();
     let (cfg, _) = s.build().unwrap();
     assert_eq!(cfg.lane.endpoint.as_str(), "ep-1", "the file's endpoint stays");
-    assert_eq!((cfg.lane.prefetch, cfg.amqp.heartbeat), (250, 7));
+    assert_eq!((cfg.lane.prefetch, cfg.brokers[0].heartbeat), (250, 7));
 }
 
 #[test]
