@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use endpoint_support::*;
 use tasklane_core::{ResultStatus, Status};
-use tasklane_io::endpoint::Endpoint;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -15,9 +14,9 @@ const WAIT: Duration = Duration::from_secs(30);
 async fn a_duplicate_endpoint_stands_by_then_takes_over() {
     Topology::run(|topo| async move {
         let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let a = Endpoint::open(topo.config(&topo.url, dir_a.path())).await.unwrap();
+        let a = open(topo.config(&topo.url, dir_a.path())).await;
         wait_status(a.status(), WAIT, |s| *s == Status::Consuming).await;
-        let b = Endpoint::open(topo.config(&topo.url, dir_b.path())).await.unwrap();
+        let b = open(topo.config(&topo.url, dir_b.path())).await;
         wait_status(b.status(), WAIT, |s| *s == Status::Standby).await;
 
         let first: Vec<_> = (0..5).map(|i| task_message(&format!("a{i}"), "p")).collect();

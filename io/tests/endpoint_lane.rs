@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use endpoint_support::*;
 use tasklane_core::{ResultStatus, Status, TaskId};
-use tasklane_io::endpoint::{Endpoint, EndpointError};
+use tasklane_io::endpoint::EndpointError;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -19,7 +19,7 @@ async fn a_thousand_tasks_each_handed_off_once_and_each_result_delivered() {
         let msgs: Vec<_> = (0..n).map(|i| task_message(&format!("task-{i}"), &format!("payload {i}"))).collect();
         topo.publish(&msgs).await;
         let spool = tempfile::tempdir().unwrap();
-        let endpoint = Endpoint::open(topo.config(&topo.url, spool.path())).await.unwrap();
+        let endpoint = open(topo.config(&topo.url, spool.path())).await;
 
         let mut seen = BTreeSet::new();
         for _ in 0..n {
@@ -66,7 +66,7 @@ async fn a_restart_on_the_same_spool_hands_off_uncompleted_tasks_again() {
         topo.publish(&msgs).await;
         let spool = tempfile::tempdir().unwrap();
 
-        let first = Endpoint::open(topo.config(&topo.url, spool.path())).await.unwrap();
+        let first = open(topo.config(&topo.url, spool.path())).await;
         let tasks = take_tasks(&first, 20, WAIT).await;
         let order: Vec<String> = tasks.iter().map(|t| t.id.to_string()).collect();
         assert_eq!(order, (0..20).map(|i| format!("t{i}")).collect::<Vec<_>>(), "arrival order");
@@ -79,7 +79,7 @@ async fn a_restart_on_the_same_spool_hands_off_uncompleted_tasks_again() {
         first.shutdown().await;
         assert_eq!(topo.ready(&topo.tasks).await, 0, "the broker gave up the tasks: they live in the spool only");
 
-        let second = Endpoint::open(topo.config(&topo.url, spool.path())).await.unwrap();
+        let second = open(topo.config(&topo.url, spool.path())).await;
         let again = take_tasks(&second, 15, WAIT).await;
         let again_ids: Vec<String> = again.iter().map(|t| t.id.to_string()).collect();
         assert_eq!(again_ids, order[5..].to_vec(), "the 15 uncompleted tasks, in arrival order");
@@ -114,13 +114,13 @@ async fn with_the_broker_unreachable_spooled_tasks_are_still_handed_off_and_comp
         let msgs: Vec<_> = (0..10).map(|i| task_message(&format!("u{i}"), "p")).collect();
         topo.publish(&msgs).await;
         let spool = tempfile::tempdir().unwrap();
-        let first = Endpoint::open(topo.config(&topo.url, spool.path())).await.unwrap();
+        let first = open(topo.config(&topo.url, spool.path())).await;
         take_tasks(&first, 10, WAIT).await;
         wait_counters(&first, WAIT, |c| c.acked == 10).await;
         first.shutdown().await;
 
         // Nobody listens on port 1: the endpoint opens anyway.
-        let offline = Endpoint::open(topo.config(DEAD_URL, spool.path())).await.unwrap();
+        let offline = open(topo.config(DEAD_URL, spool.path())).await;
         let tasks = take_tasks(&offline, 10, WAIT).await;
         let status = wait_status(offline.status(), WAIT, |s| matches!(s, Status::Disconnected { .. })).await;
         let Status::Disconnected { reason, .. } = status else { unreachable!() };
@@ -133,7 +133,7 @@ async fn with_the_broker_unreachable_spooled_tasks_are_still_handed_off_and_comp
         offline.shutdown().await;
 
         // Back online: the results recorded offline are published.
-        let online = Endpoint::open(topo.config(&topo.url, spool.path())).await.unwrap();
+        let online = open(topo.config(&topo.url, spool.path())).await;
         wait_counters(&online, WAIT, |c| c.confirmed == 10).await;
         online.shutdown().await;
         let results = topo.take(&topo.results, 10, WAIT).await;
@@ -151,7 +151,7 @@ async fn a_task_without_message_id_is_rejected_and_dead_lettered_and_the_endpoin
         bad.message_id = None;
         topo.publish(&[bad, task_message("good-1", "fine")]).await;
         let spool = tempfile::tempdir().unwrap();
-        let endpoint = Endpoint::open(topo.config(&topo.url, spool.path())).await.unwrap();
+        let endpoint = open(topo.config(&topo.url, spool.path())).await;
         let tasks = take_tasks(&endpoint, 1, WAIT).await;
         assert_eq!(tasks[0].id.as_str(), "good-1");
         wait_counters(&endpoint, WAIT, |c| c.rejected == 1 && c.acked == 1).await;

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use endpoint_support::*;
 use tasklane_core::{ResultStatus, Status};
-use tasklane_io::endpoint::Endpoint;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -19,7 +18,7 @@ async fn a_connection_closed_by_the_broker_is_made_again_and_nothing_is_lost() {
         let msgs: Vec<_> = (0..n).map(|i| task_message(&format!("r{i}"), "p")).collect();
         topo.publish(&msgs[..n / 2]).await;
         let spool = tempfile::tempdir().unwrap();
-        let endpoint = Endpoint::open(topo.config(&topo.url, spool.path())).await.unwrap();
+        let endpoint = open(topo.config(&topo.url, spool.path())).await;
         let mut handed = BTreeSet::new();
         for t in take_tasks(&endpoint, n / 2, WAIT).await {
             assert!(handed.insert(t.id.clone()));

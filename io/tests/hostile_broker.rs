@@ -20,7 +20,6 @@ use amqprs::{FieldTable, FieldValue};
 use endpoint_support::*;
 use raw_amqp::RawPublish;
 use tasklane_core::{HeaderValue, RawMessage, ResultStatus, Status};
-use tasklane_io::endpoint::Endpoint;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -60,7 +59,7 @@ async fn hostile_tasks_are_dead_lettered_and_the_good_ones_go_through_once() {
         topo.publish(&msgs).await;
 
         let spool = tempfile::tempdir().unwrap();
-        let endpoint = Endpoint::open(topo.config(&topo.url, spool.path())).await.unwrap();
+        let endpoint = open(topo.config(&topo.url, spool.path())).await;
         let tasks = take_tasks(&endpoint, 4, WAIT).await;
         let ids: Vec<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
         assert_eq!(ids, ["good-1", "empty-body", "same", "good-2"]);
@@ -131,7 +130,7 @@ async fn a_non_utf8_message_id_on_a_classic_queue_stalls_the_lane_but_loses_noth
     Topology::run(|topo| async move {
         publish_around_poison(&topo, &topo.tasks).await;
         let spool = tempfile::tempdir().unwrap();
-        let endpoint = Endpoint::open(topo.config(&topo.url, spool.path())).await.unwrap();
+        let endpoint = open(topo.config(&topo.url, spool.path())).await;
         let tasks = take_tasks(&endpoint, 1, WAIT).await;
         assert_eq!(tasks[0].id.as_str(), "before");
         tokio::time::sleep(Duration::from_secs(8)).await;
@@ -180,7 +179,7 @@ async fn a_delivery_limit_on_a_quorum_queue_dead_letters_undecodable_tasks() {
 
         let spool = tempfile::tempdir().unwrap();
         let config = tasklane_io::endpoint::EndpointConfig::new(&topo.url, &id, spool.path()).unwrap().heartbeat(5);
-        let endpoint = Endpoint::open(config).await.unwrap();
+        let endpoint = open(config).await;
         // The broker dead-letters what reached the limit: the two poison
         // tasks, and possibly good ones that were in flight with them (each
         // dropped connection returned them too, so their count rose alike).

@@ -68,7 +68,8 @@ fn metrics_and_status_show_a_running_endpoint_and_then_that_it_stopped() {
     assert_eq!(sample(&text, "tasklane_status{endpoint=\"obs-ep\",status=\"disconnected\"}"), Some(0.0));
     assert_eq!(sample(&text, &format!("tasklane_connected{ep}")), Some(1.0));
     let info = text.lines().find(|l| l.starts_with("tasklane_connection_info{")).expect("connection info");
-    assert!(info.contains("name=\"tasklane endpoint obs-ep\",peer=\"127.0.0.1:5672\",tls=\"false\""), "{info}");
+    let node = "node=\"127.0.0.1:5672\",peer=\"127.0.0.1:5672\",tls=\"false\"";
+    assert!(info.contains(&format!("name=\"tasklane endpoint obs-ep\",{node}")), "{info}");
     let (status, json) = http_get(addr, "/status").unwrap();
     assert_eq!(status, "HTTP/1.1 200 OK");
     let report: StatusReport = serde_json::from_str(&json).unwrap();

@@ -87,6 +87,11 @@ impl Before {
     pub fn of(lane: &Lane) -> Self {
         Self { status: lane.status().clone(), counters: *lane.counters() }
     }
+
+    /// From what an observer was told of the lane before the call.
+    pub fn from_parts(status: Status, counters: Counters) -> Self {
+        Self { status, counters }
+    }
 }
 
 /// A lane and its auditor together: feed inputs, get the outputs, with

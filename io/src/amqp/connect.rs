@@ -10,33 +10,10 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
+use super::{ConnectOptions, Error};
+pub use crate::endpoint::ConnectionInfo;
 use amqprs::connection::Connection;
 use amqprs::tls::TlsAdaptor;
-use serde::{Deserialize, Serialize};
-
-use super::{ConnectOptions, Error};
-
-/// What a connection is, as the broker and the operator see it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConnectionInfo {
-    /// The connection name the broker shows (client property
-    /// `connection_name`).
-    pub name: String,
-    /// The broker's address this connection reached.
-    pub peer: SocketAddr,
-    /// Whether the connection runs over TLS.
-    pub tls: bool,
-    /// Virtual host.
-    pub vhost: String,
-    /// User logged in as.
-    pub user: String,
-    /// Heartbeat interval settled with the broker, in seconds.
-    pub heartbeat: u16,
-    /// The broker's product and version, e.g. `RabbitMQ 3.10.8`.
-    pub broker: String,
-    /// The broker's cluster name.
-    pub cluster: String,
-}
 
 /// Opens a connection. Runs the handshake to completion; a broker that
 /// accepts TCP but never answers keeps this pending, so callers that need a
@@ -68,6 +45,7 @@ pub async fn connect_with_info(opts: &ConnectOptions) -> Result<(Connection, Con
                 let server = conn.server_properties();
                 let info = ConnectionInfo {
                     name: conn.connection_name().to_string(),
+                    node: format!("{}:{}", url.host(), url.port()),
                     peer,
                     tls: tls.is_some(),
                     vhost: url.vhost().to_string(),

@@ -84,18 +84,32 @@ impl CloseReason {
     }
 }
 
-/// A [`ChannelCallback`] that forwards every channel event as `(key, event)`.
-#[derive(Debug)]
-pub struct ChannelEvents<K> {
-    key: K,
-    tx: UnboundedSender<(K, ChannelEvent)>,
+/// Where a callback sends what it learns: never blocks (amqprs runs
+/// callbacks on its reader and dispatcher tasks).
+type Sink<E> = Box<dyn Fn(E) + Send + Sync>;
+
+/// A [`ChannelCallback`] that forwards every channel event to a sink.
+pub struct ChannelEvents {
+    sink: Sink<ChannelEvent>,
     close: CloseReason,
 }
 
-impl<K: Clone + Send + 'static> ChannelEvents<K> {
+impl std::fmt::Debug for ChannelEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelEvents").field("close", &self.close).finish_non_exhaustive()
+    }
+}
+
+impl ChannelEvents {
     /// A callback that sends events tagged with `key` to `tx`.
-    pub fn new(key: K, tx: UnboundedSender<(K, ChannelEvent)>) -> Self {
-        Self { key, tx, close: CloseReason::default() }
+    pub fn new<K: Clone + Send + Sync + 'static>(key: K, tx: UnboundedSender<(K, ChannelEvent)>) -> Self {
+        // A closed receiver means nobody listens any more: nothing to do.
+        Self::with(move |event| drop(tx.send((key.clone(), event))))
+    }
+
+    /// A callback that hands every event to `sink`.
+    pub fn with(sink: impl Fn(ChannelEvent) + Send + Sync + 'static) -> Self {
+        Self { sink: Box::new(sink), close: CloseReason::default() }
     }
 
     /// A handle on the close reason this callback records.
@@ -104,13 +118,12 @@ impl<K: Clone + Send + 'static> ChannelEvents<K> {
     }
 
     fn send(&self, event: ChannelEvent) {
-        // A closed receiver means nobody listens any more: nothing to do.
-        let _ = self.tx.send((self.key.clone(), event));
+        (self.sink)(event);
     }
 }
 
 #[async_trait]
-impl<K: Clone + Send + Sync + 'static> ChannelCallback for ChannelEvents<K> {
+impl ChannelCallback for ChannelEvents {
     async fn close(&mut self, _channel: &Channel, close: CloseChannel) -> Result<(), amqprs::error::Error> {
         let (code, text) = (close.reply_code(), close.reply_text().clone());
         self.close.set(code, text.clone());
@@ -174,25 +187,34 @@ pub enum ConnectionEvent {
 }
 
 /// A [`ConnectionCallback`] that forwards blocked, unblocked and close.
-#[derive(Debug)]
-pub struct ConnectionEvents<K> {
-    key: K,
-    tx: UnboundedSender<(K, ConnectionEvent)>,
+pub struct ConnectionEvents {
+    sink: std::sync::Arc<dyn Fn(ConnectionEvent) + Send + Sync>,
 }
 
-impl<K: Clone + Send + 'static> ConnectionEvents<K> {
+impl std::fmt::Debug for ConnectionEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionEvents").finish_non_exhaustive()
+    }
+}
+
+impl ConnectionEvents {
     /// A callback that sends events tagged with `key` to `tx`.
-    pub fn new(key: K, tx: UnboundedSender<(K, ConnectionEvent)>) -> Self {
-        Self { key, tx }
+    pub fn new<K: Clone + Send + Sync + 'static>(key: K, tx: UnboundedSender<(K, ConnectionEvent)>) -> Self {
+        Self::with(move |event| drop(tx.send((key.clone(), event))))
+    }
+
+    /// A callback that hands every event to `sink`.
+    pub fn with(sink: impl Fn(ConnectionEvent) + Send + Sync + 'static) -> Self {
+        Self { sink: std::sync::Arc::new(sink) }
     }
 
     fn send(&self, event: ConnectionEvent) {
-        let _ = self.tx.send((self.key.clone(), event));
+        (self.sink)(event);
     }
 }
 
 #[async_trait]
-impl<K: Clone + Send + Sync + 'static> ConnectionCallback for ConnectionEvents<K> {
+impl ConnectionCallback for ConnectionEvents {
     async fn close(&mut self, _connection: &Connection, close: Close) -> Result<(), amqprs::error::Error> {
         self.send(ConnectionEvent::Closed { code: close.reply_code(), text: close.reply_text().clone() });
         Ok(())
@@ -223,7 +245,16 @@ pub async fn watch_connection<K: Clone + Send + Sync + 'static>(
     key: K,
     tx: UnboundedSender<(K, ConnectionEvent)>,
 ) -> Result<(), amqprs::error::Error> {
-    let events = ConnectionEvents::new(key.clone(), tx.clone());
+    watch_connection_with(conn, move |event| drop(tx.send((key.clone(), event)))).await
+}
+
+/// [`watch_connection`], handing every event to `sink`.
+pub async fn watch_connection_with(
+    conn: &Connection,
+    sink: impl Fn(ConnectionEvent) + Send + Sync + 'static,
+) -> Result<(), amqprs::error::Error> {
+    let events = ConnectionEvents::with(sink);
+    let sink = events.sink.clone();
     conn.register_callback(events).await?;
     let conn = conn.clone();
     tokio::spawn(async move {
@@ -245,7 +276,7 @@ pub async fn watch_connection<K: Clone + Send + Sync + 'static>(
                 }
             }
         };
-        let _ = tx.send((key, ConnectionEvent::Lost { network_failure }));
+        sink(ConnectionEvent::Lost { network_failure });
     });
     Ok(())
 }

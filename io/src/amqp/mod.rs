@@ -39,7 +39,10 @@ pub use connect::{connect, connect_with_info, ConnectionInfo};
 pub use convert::{
     header_value, headers_from_table, publish_properties, raw_message, table_from_headers, ConvertError,
 };
-pub use events::{watch_connection, ChannelEvent, ChannelEvents, CloseReason, ConnectionEvent, ConnectionEvents};
+pub use events::{
+    watch_connection, watch_connection_with, ChannelEvent, ChannelEvents, CloseReason, ConnectionEvent,
+    ConnectionEvents,
+};
 pub use url::{AmqpUrl, ConnectOptions, TlsOptions, UrlError, UrlListError, DEFAULT_HEARTBEAT};
 
 /// What went wrong talking to the broker.
@@ -106,8 +109,12 @@ pub async fn open_channel<K: Clone + Send + Sync + 'static>(
     key: K,
     tx: UnboundedSender<(K, ChannelEvent)>,
 ) -> Result<(Channel, CloseReason), Error> {
+    open_channel_with(conn, ChannelEvents::new(key, tx)).await
+}
+
+/// [`open_channel`] with a callback of the caller's ([`ChannelEvents::with`]).
+pub async fn open_channel_with(conn: &Connection, events: ChannelEvents) -> Result<(Channel, CloseReason), Error> {
     let channel = conn.open_channel(None).await.map_err(|source| Error::Amqp { op: "channel.open", source })?;
-    let events = ChannelEvents::new(key, tx);
     let close = events.close_reason();
     channel.register_callback(events).await.map_err(|source| Error::Amqp { op: "channel callback", source })?;
     Ok((channel, close))

@@ -126,3 +126,37 @@ impl From<UrlListError> for super::EndpointError {
         super::EndpointError::Url(e)
     }
 }
+
+impl super::Endpoint {
+    /// Opens the spool and starts the endpoint on amqprs and LMDB. Returns
+    /// without waiting for the broker: spooled tasks are handed out and
+    /// results recorded even while it is unreachable, and connecting goes
+    /// on in the background.
+    pub async fn open(config: EndpointConfig) -> Result<Self, super::EndpointError> {
+        Self::open_observed(config, super::NoObserver).await
+    }
+
+    /// [`Endpoint::open`] with an [`Observer`](super::Observer) watching the
+    /// lane (tests plug the auditor in here, see [`super::audit`]).
+    pub async fn open_observed<O: super::Observer + Send>(
+        config: EndpointConfig,
+        observer: O,
+    ) -> Result<Self, super::EndpointError> {
+        config.lane.validate()?;
+        let EndpointConfig { brokers, spool_dir, spool: spool_opts, lane: mut lane_cfg } = config;
+        lane_cfg.addresses = brokers.len();
+        let opened = tokio::task::spawn_blocking(move || crate::spool::open(spool_dir, &spool_opts))
+            .await
+            .expect("spool open does not panic")?;
+        let urls: Vec<String> = brokers.iter().map(|b| b.url.to_string()).collect();
+        let span = tracing::info_span!("endpoint", id = %lane_cfg.endpoint);
+        let (inbox, outbox) = (opened.snapshot.inbox.len(), opened.snapshot.outbox.len());
+        span.in_scope(|| tracing::info!(urls = %urls.join(","), inbox, outbox, "endpoint opened"));
+        let broker = super::rabbitmq::AmqprsBroker { brokers };
+        let spool = super::lmdb::LmdbSpoolPort::new(opened.writer, opened.reports);
+        let (mut endpoint, driver) = Self::start(lane_cfg, opened.snapshot, broker, spool, observer)?;
+        endpoint.corrupt = opened.corrupt;
+        tokio::spawn(tracing::Instrument::instrument(driver, span));
+        Ok(endpoint)
+    }
+}

@@ -1,24 +1,27 @@
-//! The driver: one task running one loop (after quinn's `ConnectionDriver`).
-//! It feeds the lane what happened — amqprs replies, callbacks and
-//! deliveries, spool commits, application calls, one timer at
-//! `poll_timeout()` — drains `poll()` after every input, and carries out
-//! each output. It decides nothing: when to ack, publish, retry or
-//! reconnect is the lane's business.
+//! The driver: one task running one loop (after quinn's `ConnectionDriver`),
+//! written once for every shell. It feeds the lane what happened (broker
+//! answers and events, spool commits, application calls, one timer at
+//! `poll_timeout()`), drains `poll()` after every input, and hands each
+//! output to the broker port, the spool port or the application. It decides
+//! nothing: when to ack, publish, retry, reconnect or stop is the lane's
+//! business, and the adapters behind the ports only translate.
 
 use std::time::Duration;
 
 use tasklane_core::{
-    Amqp, ChannelId, ConnId, Counters, Event, Input, Lane, Output, ResultStatus, Status, Task, TaskId, UsageError,
+    Amqp, ConnId, Counters, Event, Input, Lane, Output, ResultStatus, SpoolSnapshot, Status, Task, TaskId, UsageError,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::conn::{ConnCmd, ConnHandle, Sinks};
-use crate::amqp::{ChannelEvent, ConnectOptions, ConnectionEvent};
-use crate::spool::{SpoolReport, SpoolWriter};
+use super::ports::{BrokerConn, BrokerPort, BrokerSinks, InputSink, Observer, SpoolPort};
+use super::SpoolDepths;
 
-/// How long shutdown waits for queued spool writes and connection closes.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Inputs handled in one go before the watches are refreshed: a burst of
+/// deliveries costs one watch update, not one per task.
+const BATCH: usize = 256;
+/// Shortest time the spool gets to close after the lane is drained.
+const SPOOL_CLOSE_MIN: Duration = Duration::from_millis(500);
 
 /// Calls from the application.
 pub(super) enum AppCmd {
@@ -26,171 +29,145 @@ pub(super) enum AppCmd {
     Shutdown,
 }
 
-/// The lane's time: tokio's clock, as the `std` instant core takes.
+/// The lane's time: tokio's clock (simulated under turmoil), as the `std`
+/// instant core takes.
 fn now() -> std::time::Instant {
     Instant::now().into_std()
 }
 
-pub(super) struct Driver {
-    pub lane: Lane,
-    /// The broker addresses core picks from.
-    pub brokers: Vec<ConnectOptions>,
-    pub spool: SpoolWriter,
-    pub spool_reports: mpsc::UnboundedReceiver<SpoolReport>,
-    pub app: mpsc::UnboundedReceiver<AppCmd>,
-    pub tasks: mpsc::UnboundedSender<Task>,
+/// Where the driver publishes what the application may watch.
+pub(super) struct Watches {
     pub status: watch::Sender<Status>,
     pub counters: watch::Sender<Counters>,
-    /// Inbox and outbox lengths.
-    pub depths: watch::Sender<super::SpoolDepths>,
-    /// The live connection (set and cleared by the connection tasks).
-    pub connection: std::sync::Arc<watch::Sender<Option<(ConnId, crate::amqp::ConnectionInfo)>>>,
+    pub depths: watch::Sender<SpoolDepths>,
 }
 
-struct Channels {
-    sinks: Sinks,
-    inputs: mpsc::UnboundedReceiver<Input>,
-    conn_events: mpsc::UnboundedReceiver<(ConnId, ConnectionEvent)>,
-    channel_events: mpsc::UnboundedReceiver<(ChannelId, ChannelEvent)>,
+pub(super) struct Driver<B: BrokerPort, S: SpoolPort, O: Observer> {
+    pub lane: Lane,
+    pub broker: B,
+    pub spool: S,
+    pub observer: O,
+    pub sinks: BrokerSinks,
+    pub inputs: mpsc::UnboundedReceiver<Input>,
+    pub app: mpsc::UnboundedReceiver<AppCmd>,
+    pub tasks: mpsc::UnboundedSender<Task>,
+    pub watches: Watches,
+    /// Told when the driver has stopped.
+    pub done: oneshot::Sender<()>,
+    /// The current connection (or attempt) and its id.
+    pub conn: Option<(ConnId, B::Conn)>,
 }
 
-impl Channels {
-    fn new(connection: std::sync::Arc<watch::Sender<Option<(ConnId, crate::amqp::ConnectionInfo)>>>) -> Self {
-        let (inputs_tx, inputs) = mpsc::unbounded_channel();
-        let (conn_tx, conn_events) = mpsc::unbounded_channel();
-        let (chan_tx, channel_events) = mpsc::unbounded_channel();
-        let sinks = Sinks { inputs: inputs_tx, conn_events: conn_tx, channel_events: chan_tx, connection };
-        Self { sinks, inputs, conn_events, channel_events }
-    }
-}
-
-enum Woke {
-    Input(Input),
-    Spool(SpoolReport),
-    App(Option<AppCmd>),
-}
-
-fn conn_input(conn: ConnId, event: ConnectionEvent) -> Input {
-    match event {
-        ConnectionEvent::Blocked { reason } => Input::Blocked { conn, reason },
-        ConnectionEvent::Unblocked => Input::Unblocked { conn },
-        ConnectionEvent::Closed { code, text } => {
-            Input::ConnectionLost { conn, reason: format!("closed by the broker: {code} {text}") }
+impl<B: BrokerPort, S: SpoolPort, O: Observer> Driver<B, S, O> {
+    /// Runs until the lane is drained after a shutdown (asked for, or every
+    /// handle dropped).
+    pub async fn run(mut self, spool_inputs: InputSink, snapshot: Option<SpoolSnapshot>) {
+        self.spool.start(spool_inputs);
+        let first: Vec<Output> = std::iter::from_fn(|| self.lane.poll()).collect();
+        if let Some(snapshot) = snapshot.filter(|_| O::ACTIVE) {
+            self.observer.started(&self.lane, &snapshot, &first);
         }
-        ConnectionEvent::Lost { network_failure: true } => {
-            Input::ConnectionLost { conn, reason: "network failure or missed heartbeats".into() }
-        }
-        ConnectionEvent::Lost { network_failure: false } => {
-            Input::ConnectionLost { conn, reason: "connection closed".into() }
-        }
-    }
-}
-
-fn channel_input(channel: ChannelId, event: ChannelEvent) -> Input {
-    match event {
-        ChannelEvent::PublishAck { tag, multiple } => Input::PublishAck { channel, tag, multiple },
-        ChannelEvent::PublishNack { tag, multiple } => Input::PublishNack { channel, tag, multiple },
-        ChannelEvent::Returned { code, text, message, .. } => {
-            Input::Returned { channel, message_id: message.message_id, code, text }
-        }
-        ChannelEvent::Closed { code, text } => Input::ChannelClosed { channel, code, text },
-        ChannelEvent::ConsumerCancelled { .. } => Input::ConsumerCancelled { channel },
-    }
-}
-
-impl Driver {
-    /// Runs until shutdown (asked for, or every handle dropped).
-    pub async fn run(mut self) {
-        let mut ch = Channels::new(self.connection.clone());
-        let mut conn: Option<ConnHandle> = None;
-        let mut closing: Vec<ConnHandle> = Vec::new();
+        self.execute(first);
         let mut app_open = true;
-        loop {
-            self.drain(&ch.sinks, &mut conn, &mut closing);
+        let mut stopping_since = None;
+        while !self.lane.is_drained() {
             self.publish_state();
-            if self.lane.is_drained() {
-                break;
-            }
             let timer = self.lane.poll_timeout().map(Instant::from_std);
             let woke = tokio::select! {
-                Some(report) = self.spool_reports.recv() => Woke::Spool(report),
-                Some(input) = ch.inputs.recv() => Woke::Input(input),
-                Some((id, event)) = ch.conn_events.recv() => Woke::Input(conn_input(id, event)),
-                Some((id, event)) = ch.channel_events.recv() => Woke::Input(channel_input(id, event)),
-                cmd = self.app.recv(), if app_open => Woke::App(cmd),
-                _ = sleep_until(timer) => Woke::Input(Input::Timeout),
+                biased;
+                Some(input) = self.inputs.recv() => Some(input),
+                cmd = self.app.recv(), if app_open => {
+                    app_open = self.on_app(cmd);
+                    stopping_since = stopping_since.or((!app_open).then(Instant::now));
+                    None
+                }
+                _ = sleep_until(timer) => Some(Input::Timeout),
             };
-            let input = match woke {
-                Woke::Input(input) => input,
-                Woke::Spool(SpoolReport::Committed { upto, .. }) => Input::SpoolCommitted { upto },
-                Woke::Spool(SpoolReport::Stalled { reason }) => Input::SpoolStalled { reason },
-                Woke::Spool(SpoolReport::Refused { seq, error }) => {
-                    Input::SpoolRefused { seq, reason: error.to_string() }
+            if let Some(input) = woke {
+                let _ = self.feed(input);
+                // What else is waiting, in the same go.
+                for _ in 1..BATCH {
+                    let Ok(input) = self.inputs.try_recv() else { break };
+                    let _ = self.feed(input);
                 }
-                Woke::App(Some(AppCmd::Complete { task, status, body, reply })) => {
-                    let result = self.lane.handle(now(), Input::Complete { task, status, body });
-                    // The result's spool write is queued before the answer.
-                    self.drain(&ch.sinks, &mut conn, &mut closing);
-                    let _ = reply.send(result);
-                    continue;
-                }
-                Woke::App(cmd) => {
-                    // Shutdown asked for, or every handle dropped (`None`).
-                    app_open = cmd.is_some();
-                    Input::Shutdown
-                }
-            };
-            let name = input.name();
-            if let Err(e) = self.lane.handle(now(), input) {
-                // A bug of this shell, not a fault of the broker: say so loudly.
-                tracing::error!(input = name, "lane refused input: {e}");
             }
         }
-        self.finish(conn, closing).await;
+        self.finish(stopping_since).await;
     }
 
-    /// Carries out every output the lane has.
-    fn drain(&mut self, sinks: &Sinks, conn: &mut Option<ConnHandle>, closing: &mut Vec<ConnHandle>) {
-        while let Some(output) = self.lane.poll() {
-            match output {
-                Output::Amqp(Amqp::Connect { conn: id, address }) => {
-                    if let Some(old) = conn.take() {
-                        let _ = old.cmds.send(ConnCmd::Close("replaced".into()));
-                        closing.push(old);
-                    }
-                    let opts = self.brokers[address].clone();
-                    tracing::debug!(conn = id.0, url = %opts.url, "connecting");
-                    *conn = Some(ConnHandle::spawn(id, opts, sinks.clone()));
-                }
-                Output::Amqp(Amqp::Disconnect { conn: id, reason }) => {
-                    if conn.as_ref().is_some_and(|c| c.id == id) {
-                        let old = conn.take().expect("checked");
-                        tracing::debug!(conn = id.0, %reason, "disconnecting");
-                        let _ = old.cmds.send(ConnCmd::Close(reason));
-                        closing.push(old);
-                    }
-                }
-                Output::Amqp(op) => match conn {
-                    Some(c) => {
-                        let _ = c.cmds.send(ConnCmd::Amqp(op));
-                    }
-                    None => tracing::warn!(?op, "AMQP command without a connection"),
-                },
-                Output::Spool(write) => {
-                    if let Err(e) = self.spool.write(write) {
-                        tracing::error!("{e}");
-                    }
-                }
-                Output::Handoff(h) => {
-                    if h.recovered {
-                        tracing::debug!(task = %h.task.id, "handing off a task recovered from the spool");
-                    }
-                    let _ = self.tasks.send(h.task);
-                }
-                Output::Event(event) => self.report(event),
+    /// An application call; false once the application is gone or asked
+    /// to stop.
+    fn on_app(&mut self, cmd: Option<AppCmd>) -> bool {
+        match cmd {
+            Some(AppCmd::Complete { task, status, body, reply }) => {
+                let result = self.feed(Input::Complete { task, status, body });
+                // The result's spool write is queued before the answer.
+                let _ = reply.send(result);
+                true
+            }
+            Some(AppCmd::Shutdown) | None => {
+                let _ = self.feed(Input::Shutdown);
+                false
             }
         }
-        closing.retain(|c| !c.task.is_finished());
+    }
+
+    /// `handle` one input, then carry out everything the lane asks for.
+    fn feed(&mut self, input: Input) -> Result<(), UsageError> {
+        let now = now();
+        if !O::ACTIVE {
+            let result = self.lane.handle(now, input);
+            if let Err(e) = &result {
+                tracing::error!("lane refused an input: {e}"); // a bug of this shell, say so loudly
+            }
+            while let Some(out) = self.lane.poll() {
+                self.execute_one(out);
+            }
+            return result;
+        }
+        let (status, counters) = (self.lane.status().clone(), *self.lane.counters());
+        let result = self.lane.handle(now, input.clone());
+        let outputs: Vec<Output> = std::iter::from_fn(|| self.lane.poll()).collect();
+        self.observer.handled(&status, &counters, now, &input, &result, &outputs, &self.lane);
+        self.execute(outputs);
+        result
+    }
+
+    fn execute(&mut self, outputs: Vec<Output>) {
+        for out in outputs {
+            self.execute_one(out);
+        }
+    }
+
+    fn execute_one(&mut self, out: Output) {
+        match out {
+            Output::Amqp(Amqp::Connect { conn, address }) => {
+                if let Some((_, old)) = self.conn.take() {
+                    old.close("replaced by a new connection".into());
+                }
+                tracing::debug!(conn = conn.0, address, "connecting");
+                self.conn = Some((conn, self.broker.connect(conn, address, self.sinks.clone())));
+            }
+            Output::Amqp(Amqp::Disconnect { conn, reason }) => {
+                if self.conn.as_ref().is_some_and(|(c, _)| *c == conn) {
+                    let (_, old) = self.conn.take().expect("checked");
+                    tracing::debug!(conn = conn.0, %reason, "disconnecting");
+                    old.close(reason);
+                }
+            }
+            Output::Amqp(op) => match &mut self.conn {
+                Some((_, c)) => c.execute(op),
+                None => tracing::debug!(?op, "AMQP command without a connection"),
+            },
+            Output::Spool(write) => self.spool.write(write),
+            Output::Handoff(h) => {
+                if h.recovered {
+                    tracing::debug!(task = %h.task.id, "handing off a task recovered from the spool");
+                }
+                let _ = self.tasks.send(h.task);
+            }
+            Output::Event(event) => self.report(event),
+        }
     }
 
     fn report(&self, event: Event) {
@@ -201,7 +178,7 @@ impl Driver {
                     Status::Blocked { reason } => tracing::warn!(%reason, "endpoint blocked by the broker"),
                     other => tracing::info!(status = ?other, "endpoint status"),
                 }
-                self.status.send_replace(status);
+                self.watches.status.send_replace(status);
             }
             Event::Rejected { message_id, reason } => {
                 tracing::warn!(message_id = message_id.as_deref().unwrap_or("-"), %reason, "task rejected (dead-lettered)")
@@ -213,45 +190,34 @@ impl Driver {
             Event::ResultNacked { task } => tracing::warn!(%task, "result nacked by the broker; kept in the outbox"),
             Event::ProtocolViolation { detail } => tracing::error!(%detail, "broker protocol violation"),
             Event::SpoolFull { reason } => tracing::error!(%reason, "spool full; intake waits"),
+            Event::SpoolRefused { seq, reason } => tracing::error!(seq = seq.0, %reason, "spool refused a write"),
+            Event::ShutdownIncomplete { uncommitted } => {
+                tracing::warn!(uncommitted, "stopping with spool writes uncommitted; the broker delivers them again")
+            }
             other => tracing::info!(event = ?other, "endpoint event"),
         }
     }
 
     fn publish_state(&self) {
         let counters = *self.lane.counters();
-        self.counters.send_if_modified(|c| {
-            let changed = *c != counters;
-            *c = counters;
-            changed
-        });
-        let depths = super::SpoolDepths { inbox: self.lane.inbox_len(), outbox: self.lane.outbox_len() };
-        self.depths.send_if_modified(|d| {
-            let changed = *d != depths;
-            *d = depths;
-            changed
-        });
+        self.watches.counters.send_if_modified(|c| std::mem::replace(c, counters) != counters);
+        let depths = SpoolDepths { inbox: self.lane.inbox_len(), outbox: self.lane.outbox_len() };
+        self.watches.depths.send_if_modified(|d| std::mem::replace(d, depths) != depths);
     }
 
-    /// After shutdown: let connections close and the spool writer commit
-    /// what it has, then stop it.
-    async fn finish(mut self, conn: Option<ConnHandle>, closing: Vec<ConnHandle>) {
-        let last = self.lane.last_write();
-        if self.lane.committed() < last {
-            tracing::warn!(issued = last.0, committed = self.lane.committed().0, "stopping with spool writes pending");
+    /// After the lane is drained: let the spool close within what is left
+    /// of the shutdown grace, then say so.
+    async fn finish(mut self, stopping_since: Option<Instant>) {
+        if let Some((_, conn)) = self.conn.take() {
+            conn.close("shutdown".into());
         }
-        let mut tasks = Vec::new();
-        for c in conn.into_iter().chain(closing) {
-            let _ = c.cmds.send(ConnCmd::Close("shutdown".into()));
-            tasks.push(c.task);
-        }
-        for t in tasks {
-            // Waiting ends here; the close itself runs on to completion.
-            let _ = tokio::time::timeout(SHUTDOWN_GRACE, t).await;
-        }
-        self.spool_reports.close();
-        self.status.send_replace(Status::Closed);
+        let grace = self.lane.config().shutdown_grace;
+        let left = stopping_since.map_or(grace, |since| (since + grace).saturating_duration_since(Instant::now()));
         self.publish_state();
-        let (c, d) = (self.lane.counters(), *self.depths.borrow());
+        let Driver { lane, spool, watches, done, .. } = self;
+        spool.close(left.max(SPOOL_CLOSE_MIN)).await;
+        watches.status.send_replace(Status::Closed);
+        let (c, d) = (lane.counters(), *watches.depths.borrow());
         tracing::info!(
             received = c.received,
             completed = c.completed,
@@ -260,12 +226,7 @@ impl Driver {
             outbox = d.outbox,
             "endpoint closed"
         );
-        let spool = self.spool;
-        match tokio::task::spawn_blocking(move || spool.close()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!("{e}"),
-            Err(e) => tracing::error!("spool close: {e}"),
-        }
+        let _ = done.send(());
     }
 }
 

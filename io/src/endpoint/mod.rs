@@ -1,6 +1,9 @@
 //! [`Endpoint`]: a compute endpoint's crash-safe lane to its service, the
 //! library users build workers on. It drives a core [`tasklane_core::Lane`]
-//! with amqprs and the LMDB spool.
+//! through one driver, written once over two [`ports`]: the broker
+//! connection and the spool. [`Endpoint::open`] plugs in amqprs and the
+//! LMDB spool; the simulation (`tasklane-sim`) plugs in its simulated
+//! broker and in-memory spool and runs this very code.
 //!
 //! ```no_run
 //! # async fn worker() -> Result<(), tasklane_io::endpoint::EndpointError> {
@@ -23,30 +26,41 @@
 //! confirms it. Connection trouble shows up in [`Endpoint::status`], never
 //! as an error of these calls.
 
+#[cfg(feature = "audit")]
+pub mod audit;
+#[cfg(feature = "rabbitmq")]
 mod config;
-mod conn;
 mod driver;
+#[cfg(feature = "rabbitmq")]
+mod lmdb;
+pub mod ports;
+#[cfg(feature = "rabbitmq")]
+mod rabbitmq;
+
+use std::future::Future;
 
 use bytes::Bytes;
 use tasklane_core::{
-    ConfigError, ConnId, Counters, EndpointId, InvalidId, Lane, ResultStatus, Status, Task, TaskId, UsageError,
+    Config, ConfigError, ConnId, Counters, EndpointId, InvalidId, Lane, ResultStatus, SpoolSnapshot, Status, Task,
+    TaskId, UsageError,
 };
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
-use tokio::task::JoinHandle;
 
+#[cfg(feature = "rabbitmq")]
 pub use config::EndpointConfig;
+pub use ports::{BrokerConn, BrokerPort, BrokerSinks, ConnectionInfo, InputSink, NoObserver, Observer, SpoolPort};
 
-use crate::amqp::{ConnectionInfo, UrlListError};
-use crate::spool::{self, CorruptRecord, SpoolError};
-use driver::{AppCmd, Driver};
+use driver::{AppCmd, Driver, Watches};
+use ports::ConnectionWatch;
 
 /// Why an endpoint cannot be opened, or a call was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EndpointError {
     /// A broker URL cannot be used (one line per bad URL).
+    #[cfg(feature = "rabbitmq")]
     #[error(transparent)]
-    Url(UrlListError),
+    Url(crate::amqp::UrlListError),
     /// The endpoint id is not valid.
     #[error("endpoint id {0:?}: {1}")]
     EndpointId(String, InvalidId),
@@ -54,8 +68,9 @@ pub enum EndpointError {
     #[error("endpoint configuration: {0}")]
     Config(#[from] ConfigError),
     /// The spool cannot be opened.
+    #[cfg(feature = "rabbitmq")]
     #[error(transparent)]
-    Spool(#[from] SpoolError),
+    Spool(#[from] crate::spool::SpoolError),
     /// The result names a task this endpoint does not hold (never handed
     /// off, or already completed).
     #[error(transparent)]
@@ -85,60 +100,62 @@ pub struct Endpoint {
     counters: watch::Receiver<Counters>,
     depths: watch::Receiver<SpoolDepths>,
     connection: watch::Receiver<Option<(ConnId, ConnectionInfo)>>,
-    driver: Mutex<Option<JoinHandle<()>>>,
-    corrupt: Vec<CorruptRecord>,
+    done: Mutex<Option<oneshot::Receiver<()>>>,
+    #[cfg(feature = "rabbitmq")]
+    corrupt: Vec<crate::spool::CorruptRecord>,
 }
 
 impl Endpoint {
-    /// Opens the spool and starts the endpoint. Returns without waiting for
-    /// the broker: spooled tasks are handed out and results recorded even
-    /// while it is unreachable, and connecting goes on in the background.
-    pub async fn open(config: EndpointConfig) -> Result<Self, EndpointError> {
-        config.lane.validate()?;
-        let EndpointConfig { brokers, spool_dir, spool: spool_opts, lane: mut lane_cfg } = config;
-        lane_cfg.addresses = brokers.len();
-        let opened = tokio::task::spawn_blocking(move || spool::open(spool_dir, &spool_opts))
-            .await
-            .expect("spool open does not panic")?;
+    /// An endpoint of configuration `cfg` starting from what the spool
+    /// holds (`snapshot`), driving its lane over `broker` and `spool`,
+    /// watched by `observer`: the handle, and the driver, a future the
+    /// caller spawns (`tokio::spawn` when the ports are `Send`,
+    /// `spawn_local` in a simulation).
+    pub fn start<B: BrokerPort, S: SpoolPort, O: Observer>(
+        cfg: Config,
+        snapshot: SpoolSnapshot,
+        broker: B,
+        spool: S,
+        observer: O,
+    ) -> Result<(Self, impl Future<Output = ()> + 'static), ConfigError> {
         let now = tokio::time::Instant::now().into_std();
-        let endpoint = lane_cfg.endpoint.clone();
-        let lane = Lane::new(now, lane_cfg, opened.snapshot)?;
-        let (app_tx, app_rx) = mpsc::unbounded_channel();
-        let (tasks_tx, tasks_rx) = mpsc::unbounded_channel();
-        let (status_tx, status_rx) = watch::channel(lane.status().clone());
-        let (counters_tx, counters_rx) = watch::channel(*lane.counters());
-        let depths = SpoolDepths { inbox: lane.inbox_len(), outbox: lane.outbox_len() };
-        let (depths_tx, depths_rx) = watch::channel(depths);
-        let (connection_tx, connection_rx) = watch::channel(None);
+        let seen = O::ACTIVE.then(|| snapshot.clone());
+        let lane = Lane::new(now, cfg, snapshot)?;
+        let id = lane.config().endpoint.clone();
+        let (inputs_tx, inputs) = InputSink::channel();
+        let (connection, connection_rx) = ConnectionWatch::channel();
+        let (app_tx, app) = mpsc::unbounded_channel();
+        let (tasks_tx, tasks) = mpsc::unbounded_channel();
+        let (status, status_rx) = watch::channel(lane.status().clone());
+        let (counters, counters_rx) = watch::channel(*lane.counters());
+        let (depths, depths_rx) = watch::channel(SpoolDepths { inbox: lane.inbox_len(), outbox: lane.outbox_len() });
+        let (done_tx, done_rx) = oneshot::channel();
         let driver = Driver {
             lane,
-            brokers,
-            spool: opened.writer,
-            spool_reports: opened.reports,
-            app: app_rx,
+            broker,
+            spool,
+            observer,
+            sinks: BrokerSinks { inputs: inputs_tx.clone(), connection },
+            inputs,
+            app,
             tasks: tasks_tx,
-            status: status_tx,
-            counters: counters_tx,
-            depths: depths_tx,
-            connection: std::sync::Arc::new(connection_tx),
+            watches: Watches { status, counters, depths },
+            done: done_tx,
+            conn: None,
         };
-        let span = tracing::info_span!("endpoint", id = %endpoint);
-        span.in_scope(|| {
-            let urls: Vec<String> = driver.brokers.iter().map(|b| b.url.to_string()).collect();
-            tracing::info!(urls = %urls.join(","), inbox = depths.inbox, outbox = depths.outbox, "endpoint opened")
-        });
-        let handle = tokio::spawn(tracing::Instrument::instrument(driver.run(), span));
-        Ok(Self {
-            id: endpoint,
+        let endpoint = Self {
+            id,
             app: app_tx,
-            tasks: Mutex::new(tasks_rx),
+            tasks: Mutex::new(tasks),
             status: status_rx,
             counters: counters_rx,
             depths: depths_rx,
             connection: connection_rx,
-            driver: Mutex::new(Some(handle)),
-            corrupt: opened.corrupt,
-        })
+            done: Mutex::new(Some(done_rx)),
+            #[cfg(feature = "rabbitmq")]
+            corrupt: Vec::new(),
+        };
+        Ok((endpoint, driver.run(inputs_tx, seen)))
     }
 
     /// The next task, in arrival order; `None` once the endpoint has shut
@@ -184,26 +201,29 @@ impl Endpoint {
     }
 
     /// The connection to the broker while there is one: its name, the
-    /// broker's address, TLS, the broker's version.
+    /// broker node and address, TLS, the broker's version.
     pub fn connection(&self) -> Option<ConnectionInfo> {
         self.connection.borrow().as_ref().map(|(_, info)| info.clone())
     }
 
     /// Spool records found damaged at open (left out and quarantined).
-    pub fn damaged_records(&self) -> &[CorruptRecord] {
+    #[cfg(feature = "rabbitmq")]
+    pub fn damaged_records(&self) -> &[crate::spool::CorruptRecord] {
         &self.corrupt
     }
 
-    /// Stops cleanly: closes the connection, commits what the spool has
-    /// queued, and stops handing out tasks. Tasks handed out and not
-    /// completed are handed out again by the next endpoint on this spool.
-    /// Calling it again does nothing.
+    /// Stops: takes no more tasks from the broker, lets the spool commit
+    /// what is queued (acking what that makes durable), closes the
+    /// connection and stops handing out tasks. Bounded by the lane's
+    /// `shutdown_grace` whatever the broker and the disk do; what is not
+    /// durable by then is delivered again by the broker later. Tasks handed
+    /// out and not completed are handed out again by the next endpoint on
+    /// this spool. Calling it again does nothing.
     pub async fn shutdown(&self) {
         let _ = self.app.send(AppCmd::Shutdown);
-        if let Some(handle) = self.driver.lock().await.take() {
-            if let Err(e) = handle.await {
-                tracing::error!("endpoint driver failed: {e}");
-            }
+        if let Some(done) = self.done.lock().await.take() {
+            // An error only means the driver is gone already.
+            let _ = done.await;
         }
         let mut tasks = self.tasks.lock().await;
         tasks.close();

@@ -69,6 +69,7 @@ pub fn render(report: &StatusReport) -> String {
         let mut labels = ep.clone();
         for (k, v) in [
             ("name", escape(&c.name)),
+            ("node", escape(&c.node)),
             ("peer", c.peer.to_string()),
             ("tls", c.tls.to_string()),
             ("broker", escape(&c.broker)),
@@ -184,6 +185,7 @@ mod tests {
             disconnected_secs: None,
             connection: Some(ConnectionInfo {
                 name: "tasklane endpoint ep".into(),
+                node: "broker-1:5672".into(),
                 peer: "127.0.0.1:5672".parse().unwrap(),
                 tls: false,
                 vhost: "/".into(),
@@ -205,7 +207,10 @@ mod tests {
         assert!(text.contains("tasklane_spool_inbox{endpoint=\"ep\\\"1\"} 3\n"));
         assert!(text.contains("tasklane_status{endpoint=\"ep\\\"1\",status=\"consuming\"} 1\n"));
         assert!(text.contains("tasklane_status{endpoint=\"ep\\\"1\",status=\"standby\"} 0\n"));
-        assert!(text.contains("name=\"tasklane endpoint ep\",peer=\"127.0.0.1:5672\",tls=\"false\""), "{text}");
+        assert!(
+            text.contains("name=\"tasklane endpoint ep\",node=\"broker-1:5672\",peer=\"127.0.0.1:5672\",tls=\"false\""),
+            "{text}"
+        );
         assert!(!text.contains("tasklane_disconnected_seconds"));
         assert!(text.ends_with("# EOF\n"));
         // Every sample line is `name{labels} value`.

@@ -222,3 +222,34 @@ pub fn broker_closes_connections(name: &str) -> usize {
     }
     pids.len()
 }
+
+/// An endpoint watched by core's auditor: the lane invariants every test
+/// layer checks, judged here on the real endpoint against the real broker.
+/// Dropping it (at the end of a test) fails the test if one broke.
+pub struct Audited {
+    endpoint: Endpoint,
+    report: tasklane_io::endpoint::audit::AuditReport,
+}
+
+impl std::ops::Deref for Audited {
+    type Target = Endpoint;
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
+}
+
+impl Drop for Audited {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        self.report.assert_clean();
+    }
+}
+
+/// Opens an endpoint with the auditor plugged in.
+pub async fn open(config: EndpointConfig) -> Audited {
+    let (audit, report) = tasklane_io::endpoint::audit::Audit::new();
+    let endpoint = Endpoint::open_observed(config, audit).await.expect("the endpoint opens");
+    Audited { endpoint, report }
+}

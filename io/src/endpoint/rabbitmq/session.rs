@@ -1,15 +1,7 @@
-//! One task per AMQP connection: it opens the connection, then carries out
-//! core's [`Amqp`] commands for it one after the other, each to completion
-//! (amqprs issue #196: a cancelled RPC breaks its channel), and reports the
-//! answers as core [`Input`]s. The driver never waits on it: a connection
-//! that hangs in its handshake holds up only its own task, and core gives
-//! up on it by its own deadline.
-//!
-//! Channels are named by core's [`ChannelId`]s; an ack goes to the amqprs
-//! channel its [`tasklane_core::DeliveryTag`] names, or nowhere.
+//! One amqprs connection: open it, carry out core's commands on it in
+//! order, translate what the broker does into core inputs, close it.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use amqprs::channel::{
@@ -21,55 +13,27 @@ use amqprs::consumer::AsyncConsumer;
 use amqprs::{BasicProperties, Deliver};
 use async_trait::async_trait;
 use tasklane_core::{Amqp, ChannelId, ConnId, Input};
-use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::amqp::{self, ChannelEvent, CloseReason, ConnectOptions, ConnectionEvent, ConnectionInfo};
+use super::ConnCmd;
+use crate::amqp::{self, ChannelEvent, ChannelEvents, CloseReason, ConnectOptions, ConnectionEvent};
+use crate::endpoint::ports::{BrokerSinks, InputSink};
 
-/// Where a connection task sends what it learns.
-#[derive(Clone, Debug)]
-pub(super) struct Sinks {
-    pub inputs: UnboundedSender<Input>,
-    pub conn_events: UnboundedSender<(ConnId, ConnectionEvent)>,
-    pub channel_events: UnboundedSender<(ChannelId, ChannelEvent)>,
-    /// The live connection, for status pages: set by the newest attempt
-    /// once connected, cleared by it when it ends.
-    pub connection: Arc<watch::Sender<Option<(ConnId, ConnectionInfo)>>>,
-}
-
-pub(super) enum ConnCmd {
-    Amqp(Amqp),
-    Close(String),
-}
-
-/// The driver's handle on a connection task.
-pub(super) struct ConnHandle {
-    pub id: ConnId,
-    pub cmds: UnboundedSender<ConnCmd>,
-    pub task: JoinHandle<()>,
-}
-
-impl ConnHandle {
-    /// Starts connecting as attempt `id`.
-    pub fn spawn(id: ConnId, opts: ConnectOptions, sinks: Sinks) -> Self {
-        let (cmds, rx) = mpsc::unbounded_channel();
-        let span = tracing::info_span!("connection", conn = id.0, peer = tracing::field::Empty);
-        let task = tokio::spawn(tracing::Instrument::instrument(run(id, opts, rx, sinks), span));
-        Self { id, cmds, task }
-    }
-}
+/// Longest wait for a channel's close handshake when a connection is given up.
+const CHANNEL_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest wait for the connection's close handshake.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Deliveries of one consuming channel, as core inputs.
 struct Deliveries {
     channel: ChannelId,
-    inputs: UnboundedSender<Input>,
+    inputs: InputSink,
 }
 
 #[async_trait]
 impl AsyncConsumer for Deliveries {
     async fn consume(&mut self, _channel: &Channel, deliver: Deliver, props: BasicProperties, content: Vec<u8>) {
-        let _ = self.inputs.send(Input::Delivery {
+        self.inputs.send(Input::Delivery {
             channel: self.channel,
             tag: deliver.delivery_tag(),
             redelivered: deliver.redelivered(),
@@ -78,40 +42,77 @@ impl AsyncConsumer for Deliveries {
     }
 }
 
+/// A connection event as core's input.
+fn conn_input(conn: ConnId, event: ConnectionEvent) -> Input {
+    match event {
+        ConnectionEvent::Blocked { reason } => Input::Blocked { conn, reason },
+        ConnectionEvent::Unblocked => Input::Unblocked { conn },
+        ConnectionEvent::Closed { code, text } => {
+            Input::ConnectionLost { conn, reason: format!("closed by the broker: {code} {text}") }
+        }
+        ConnectionEvent::Lost { network_failure: true } => {
+            Input::ConnectionLost { conn, reason: "network failure or missed heartbeats".into() }
+        }
+        ConnectionEvent::Lost { network_failure: false } => {
+            Input::ConnectionLost { conn, reason: "connection closed".into() }
+        }
+    }
+}
+
+/// A channel event as core's input.
+fn channel_input(channel: ChannelId, event: ChannelEvent) -> Input {
+    match event {
+        ChannelEvent::PublishAck { tag, multiple } => Input::PublishAck { channel, tag, multiple },
+        ChannelEvent::PublishNack { tag, multiple } => Input::PublishNack { channel, tag, multiple },
+        ChannelEvent::Returned { code, text, message, .. } => {
+            Input::Returned { channel, message_id: message.message_id, code, text }
+        }
+        ChannelEvent::Closed { code, text } => Input::ChannelClosed { channel, code, text },
+        ChannelEvent::ConsumerCancelled { .. } => Input::ConsumerCancelled { channel },
+    }
+}
+
 struct Session {
-    id: ConnId,
-    conn: Connection,
-    sinks: Sinks,
+    conn: ConnId,
+    amqp: Connection,
+    inputs: InputSink,
     channels: BTreeMap<ChannelId, (Channel, CloseReason)>,
 }
 
-/// Longest wait for a channel's close handshake when a connection is given up.
-const CHANNEL_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
-
-async fn run(id: ConnId, opts: ConnectOptions, mut cmds: UnboundedReceiver<ConnCmd>, sinks: Sinks) {
-    let (conn, info) = match amqp::connect_with_info(&opts).await {
+pub(super) async fn run(id: ConnId, opts: ConnectOptions, mut cmds: UnboundedReceiver<ConnCmd>, sinks: BrokerSinks) {
+    let inputs = sinks.inputs.clone();
+    // Core may give up on an attempt that hangs (connect timeout): the
+    // open is abandoned then, which no channel RPC is part of yet.
+    let opened = tokio::select! {
+        biased;
+        cmd = wait_close(&mut cmds) => {
+            tracing::debug!(reason = %cmd, "connection attempt abandoned");
+            return;
+        }
+        opened = amqp::connect_with_info(&opts) => opened,
+    };
+    let (amqp, info) = match opened {
         Ok(connected) => connected,
         Err(e) => {
-            let _ = sinks.inputs.send(Input::ConnectFailed { conn: id, reason: e.to_string() });
+            inputs.send(Input::ConnectFailed { conn: id, reason: e.to_string() });
             return;
         }
     };
-    if let Err(e) = amqp::watch_connection(&conn, id, sinks.conn_events.clone()).await {
-        let _ = sinks.inputs.send(Input::ConnectFailed { conn: id, reason: e.to_string() });
-        let _ = conn.close().await;
+    let lost = inputs.clone();
+    if let Err(e) = amqp::watch_connection_with(&amqp, move |event| {
+        lost.send(conn_input(id, event));
+    })
+    .await
+    {
+        inputs.send(Input::ConnectFailed { conn: id, reason: e.to_string() });
+        let _ = amqp.close().await;
         return;
     }
     tracing::Span::current().record("peer", tracing::field::display(info.peer));
     tracing::info!(url = %opts.url, name = %info.name, tls = info.tls, broker = %info.broker, "connected");
-    sinks.connection.send_if_modified(|current| {
-        let newer = current.as_ref().is_none_or(|(c, _)| *c <= id);
-        if newer {
-            *current = Some((id, info));
-        }
-        newer
-    });
-    let _ = sinks.inputs.send(Input::Connected { conn: id });
-    let mut s = Session { id, conn, sinks, channels: BTreeMap::new() };
+    sinks.connection.connected(id, info);
+    inputs.send(Input::Connected { conn: id });
+    let mut s = Session { conn: id, amqp, inputs, channels: BTreeMap::new() };
     let reason = loop {
         match cmds.recv().await {
             Some(ConnCmd::Amqp(op)) => s.execute(op).await,
@@ -120,13 +121,7 @@ async fn run(id: ConnId, opts: ConnectOptions, mut cmds: UnboundedReceiver<ConnC
         }
     };
     tracing::debug!(%reason, "closing connection");
-    s.sinks.connection.send_if_modified(|current| {
-        let ours = current.as_ref().is_some_and(|(c, _)| *c == id);
-        if ours {
-            *current = None;
-        }
-        ours
-    });
+    sinks.connection.ended(id);
     // Close the channels first: amqprs logs an error for every channel
     // still open when the connection is gone. The connection is being
     // abandoned, so bounding these closes cannot break anything in use.
@@ -134,14 +129,24 @@ async fn run(id: ConnId, opts: ConnectOptions, mut cmds: UnboundedReceiver<ConnC
         let _ = tokio::time::timeout(CHANNEL_CLOSE_TIMEOUT, ch.close()).await;
     });
     futures::future::join_all(closes).await;
-    // Run the close handshake to completion; its error only means the
-    // connection was already gone.
-    let _ = s.conn.close().await;
+    // An error only means the connection was already gone.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, s.amqp.close()).await;
+}
+
+/// Waits for a close (or the end of the commands), skipping anything else.
+async fn wait_close(cmds: &mut UnboundedReceiver<ConnCmd>) -> String {
+    loop {
+        match cmds.recv().await {
+            Some(ConnCmd::Close(reason)) => return reason,
+            Some(ConnCmd::Amqp(_)) => {}
+            None => return "endpoint stopped".into(),
+        }
+    }
 }
 
 impl Session {
     fn send(&self, input: Input) {
-        let _ = self.sinks.inputs.send(input);
+        self.inputs.send(input);
     }
 
     /// The input for a failed RPC on `channel`: the broker's close, or a
@@ -161,7 +166,11 @@ impl Session {
             Amqp::OpenChannel { channel } => {
                 // Forget channels the broker closed (a reopened publisher).
                 self.channels.retain(|_, (ch, _)| ch.is_open());
-                match amqp::open_channel(&self.conn, channel, self.sinks.channel_events.clone()).await {
+                let inputs = self.inputs.clone();
+                let events = ChannelEvents::with(move |event| {
+                    inputs.send(channel_input(channel, event));
+                });
+                match amqp::open_channel_with(&self.amqp, events).await {
                     Ok((ch, close)) => {
                         self.channels.insert(channel, (ch, close));
                         self.send(Input::ChannelOpened { channel });
@@ -176,11 +185,25 @@ impl Session {
                     Err(e) => self.send(self.closed(channel, "basic.qos", e)),
                 }
             }
-            Amqp::Consume { channel, queue, exclusive } => self.consume(channel, queue, exclusive).await,
+            Amqp::Consume { channel, queue, exclusive } => {
+                let Some(ch) = self.channel(channel).cloned() else { return };
+                let consumer = Deliveries { channel, inputs: self.inputs.clone() };
+                let tag = format!("tasklane-{}-{}", self.conn.0, channel.0);
+                let args = BasicConsumeArguments::new(&queue, &tag).manual_ack(true).exclusive(exclusive).finish();
+                match ch.basic_consume(consumer, args).await {
+                    Ok(_) => self.send(Input::ConsumeOk { channel }),
+                    // A refused consume (403, 405) is the broker's close: core judges.
+                    Err(e) => self.send(self.closed(channel, "basic.consume", e)),
+                }
+            }
             Amqp::QueryConsumers { channel, queue } => {
                 let Some(ch) = self.channel(channel).cloned() else { return };
-                match consumer_count(&ch, &queue).await {
-                    Ok(consumers) => self.send(Input::ConsumerCount { channel, consumers }),
+                let passive = QueueDeclareArguments::new(&queue).passive(true).finish();
+                match ch.queue_declare(passive).await {
+                    Ok(declared) => {
+                        let consumers = declared.map_or(0, |(_, _, consumers)| consumers);
+                        self.send(Input::ConsumerCount { channel, consumers });
+                    }
                     Err(e) => self.send(self.closed(channel, "queue.declare (passive)", e)),
                 }
             }
@@ -218,27 +241,8 @@ impl Session {
                     tracing::debug!(channel = tag.channel.0, seq = tag.seq, "basic.publish failed: {e}");
                 }
             }
-            // Connect and Disconnect are the driver's: one task per connection.
+            // Connect and Disconnect are the port's: one task per connection.
             Amqp::Connect { .. } | Amqp::Disconnect { .. } => {}
         }
     }
-
-    async fn consume(&mut self, channel: ChannelId, queue: String, exclusive: bool) {
-        let Some(ch) = self.channel(channel).cloned() else { return };
-        let consumer = Deliveries { channel, inputs: self.sinks.inputs.clone() };
-        let args = BasicConsumeArguments::new(&queue, &format!("tasklane-{}-{}", self.id.0, channel.0))
-            .manual_ack(true)
-            .exclusive(exclusive)
-            .finish();
-        match ch.basic_consume(consumer, args).await {
-            Ok(_) => self.send(Input::ConsumeOk { channel }),
-            // A refused consume (403, 405) is the broker's close: core decides.
-            Err(e) => self.send(self.closed(channel, "basic.consume", e)),
-        }
-    }
-}
-
-async fn consumer_count(ch: &Channel, queue: &str) -> Result<u32, amqprs::error::Error> {
-    let declared = ch.queue_declare(QueueDeclareArguments::new(queue).passive(true).finish()).await?;
-    Ok(declared.map_or(0, |(_, _, consumers)| consumers))
 }
