@@ -29,6 +29,7 @@ pub mod spool;
 pub mod swarm;
 pub mod trace;
 pub mod wire;
+pub mod worker;
 
 #[cfg(test)]
 mod tests;

@@ -57,7 +57,11 @@ fn main() -> ExitCode {
     let mut tally = Tally::default();
     let mut failures = Vec::new();
     for seed in args.seeds.0..args.seeds.1 {
-        let opts = RunOptions { seed, sabotage: args.sabotage, heal_limit: Duration::from_secs(args.heal_limit) };
+        let opts = RunOptions {
+            sabotage: args.sabotage,
+            heal_limit: Duration::from_secs(args.heal_limit),
+            ..RunOptions::seed(seed)
+        };
         let swarm = tasklane_sim::run::swarm_for(seed, args.sabotage);
         println!("seed={seed} swarm: {swarm}");
         let report = run(&opts);

@@ -1,26 +1,25 @@
-//! The simulation's oracles: named safety invariants over the observable
-//! history (the broker's event log and snapshots, each endpoint's shell
-//! records and durable spool, the service's records), checked after every
+//! The simulation's oracles: the safety invariants that need the broker's
+//! view or several hosts' (the broker's event log and snapshots, each
+//! endpoint's durable spool, the service's records), checked after every
 //! step, and the liveness condition of the heal phase.
+//!
+//! The invariants of a single lane are not here: core's auditor
+//! (`tasklane_core::audit`) checks them inside each endpoint's driver, as
+//! it does in every other test layer, and its violations arrive as
+//! endpoint records ([`lane_invariants`]).
 //!
 //! Each invariant is one function; [`Oracle::check`] feeds them what is new
 //! since the last step, so a step costs what happened in it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use tasklane_core::TaskId;
 
 use crate::broker::{Broker, Event, PublishOutcome, SettleKind, SettleRecord, DEAD, RESULTS};
-use crate::endpoint::{Endpoint, Record};
+use crate::endpoint::{Record, SimEndpoint};
 use crate::service::{Service, ServiceRecord, MALFORMED_KEY};
 
-/// A broken safety invariant.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Violation {
-    /// The invariant's function name.
-    pub invariant: &'static str,
-    pub detail: String,
-}
+pub use tasklane_core::audit::Violation;
 
 fn violation(invariant: &'static str, detail: String) -> Result<(), Violation> {
     Err(Violation { invariant, detail })
@@ -29,14 +28,14 @@ fn violation(invariant: &'static str, detail: String) -> Result<(), Violation> {
 /// What the oracles look at.
 pub struct View<'a> {
     pub broker: &'a Broker,
-    pub endpoints: &'a [Endpoint],
+    pub endpoints: &'a [SimEndpoint],
     pub service: &'a Service,
     /// The endpoints' task queue, `E.tasks`.
     pub task_queue: &'a str,
 }
 
 impl View<'_> {
-    fn endpoint_of(&self, client: &str) -> Option<&Endpoint> {
+    fn endpoint_of(&self, client: &str) -> Option<&SimEndpoint> {
         self.endpoints.iter().find(|e| e.owns_client(client))
     }
 }
@@ -47,8 +46,6 @@ pub struct Oracle {
     broker_seen: usize,
     endpoint_seen: Vec<usize>,
     service_seen: usize,
-    /// (endpoint, spool lifetime) → tasks handed off in it.
-    handoffs: BTreeMap<(usize, u64), BTreeSet<TaskId>>,
     /// Results the broker stored in `results` (and confirmed).
     stored_results: BTreeSet<String>,
 }
@@ -84,17 +81,8 @@ impl Oracle {
             let records = ep.records_since(self.endpoint_seen[i]);
             self.endpoint_seen[i] += records.len();
             for r in &records {
-                match r {
-                    Record::AckSent { covers, not_durable, .. } => no_ack_before_durable(ep, covers, not_durable)?,
-                    Record::Handoff { life, task, .. } => {
-                        let seen = self.handoffs.entry((i, *life)).or_default();
-                        no_second_handoff(ep, *life, task, seen)?;
-                    }
-                    Record::OutboxRemoved { task, confirmed, .. } => {
-                        no_result_dropped_before_confirm(ep, task, *confirmed)?
-                    }
-                    Record::SpoolRefused { error, .. } => spool_accepts_every_write(ep, error)?,
-                    Record::Started { .. } | Record::Status { .. } => {}
+                if let Record::Violation { life, invariant, detail } = r {
+                    lane_invariants(ep, *life, invariant, detail)?;
                 }
             }
         }
@@ -117,28 +105,16 @@ impl Oracle {
     }
 }
 
-/// The broker ack for a delivery is sent only after the spool transaction
-/// holding the task committed (SPEC §4, Intake), judged when the shell sends
-/// it.
-pub fn no_ack_before_durable(ep: &Endpoint, covers: &[TaskId], not_durable: &[TaskId]) -> Result<(), Violation> {
-    if not_durable.is_empty() {
-        return Ok(());
-    }
-    violation(
-        "no_ack_before_durable",
-        format!(
-            "{} acked {} task(s) not yet durable in its spool: {:?} (ack covered {})",
-            ep.name(),
-            not_durable.len(),
-            not_durable.iter().take(3).map(|t| t.as_str()).collect::<Vec<_>>(),
-            covers.len()
-        ),
-    )
+/// The lane invariants (`tasklane_core::audit`), judged by the auditor in
+/// each endpoint's driver: a violation it recorded, under its own name.
+pub fn lane_invariants(ep: &SimEndpoint, life: u64, invariant: &'static str, detail: &str) -> Result<(), Violation> {
+    violation(invariant, format!("{} (spool lifetime {life}): {detail}", ep.name()))
 }
 
-/// The same rule, judged where the ack lands: every task the broker settles
+/// No broker ack before the task is durable (SPEC §4, Intake), judged
+/// where the ack lands: every task the broker settles
 /// as acked for an endpoint is durable in that endpoint's spool.
-pub fn no_broker_ack_before_durable(r: &SettleRecord, ep: &Endpoint) -> Result<(), Violation> {
+pub fn no_broker_ack_before_durable(r: &SettleRecord, ep: &SimEndpoint) -> Result<(), Violation> {
     if r.kind != SettleKind::Ack {
         return Ok(());
     }
@@ -218,31 +194,6 @@ pub fn no_confirmed_result_lost(v: &View, stored: &BTreeSet<String>) -> Result<(
     Ok(())
 }
 
-/// Only a broker confirm takes a result out of the outbox (SPEC §4, Result
-/// publishing).
-pub fn no_result_dropped_before_confirm(ep: &Endpoint, task: &TaskId, confirmed: bool) -> Result<(), Violation> {
-    if confirmed {
-        return Ok(());
-    }
-    violation(
-        "no_result_dropped_before_confirm",
-        format!("{} removed the result of {task} from its outbox before the broker confirmed it", ep.name()),
-    )
-}
-
-/// A task is handed to the application at most once per spool lifetime.
-pub fn no_second_handoff(
-    ep: &Endpoint,
-    life: u64,
-    task: &TaskId,
-    seen: &mut BTreeSet<TaskId>,
-) -> Result<(), Violation> {
-    if seen.insert(task.clone()) {
-        return Ok(());
-    }
-    violation("no_second_handoff", format!("{} handed {task} off twice in spool lifetime {life}", ep.name()))
-}
-
 /// Every result the service accepts answers a task submitted to the
 /// endpoint that sent it.
 pub fn accepted_results_belong_to_submitted(
@@ -257,11 +208,6 @@ pub fn accepted_results_belong_to_submitted(
             format!("the service accepted a result for {task} from {sender}, owner {owner:?}"),
         ),
     }
-}
-
-/// Core's spool writes always fit the spool model.
-pub fn spool_accepts_every_write(ep: &Endpoint, error: &str) -> Result<(), Violation> {
-    violation("spool_accepts_every_write", format!("{}'s spool refused a write: {error}", ep.name()))
 }
 
 /// Liveness after the heal: what has not converged yet, if anything.

@@ -8,7 +8,7 @@ use tasklane_core::{BackoffConfig, Config, ConsumeMode, EndpointId};
 
 use crate::broker::{Broker, BrokerConfig, QueueKind, QueueSpec, Topology, DEAD, PORT};
 use crate::clock::Clock;
-use crate::endpoint::{Endpoint, ShellKnobs};
+use crate::endpoint::{EndpointKnobs, SimEndpoint};
 use crate::faults::{FaultCounts, FaultDriver};
 use crate::oracle::{pending, Oracle, View, Violation};
 use crate::rng::Rng;
@@ -17,23 +17,36 @@ use crate::service::{self, Service};
 use crate::swarm::{Claim, Swarm, FAULT_PHASE};
 use crate::trace::TraceHash;
 use crate::wire::session::Dial;
+use crate::worker::{self, Worker};
 use crate::{BROKER_HOST, SERVICE_HOST};
 
 /// The endpoint id every simulated endpoint shares.
 pub const ENDPOINT: &str = "E";
 
 /// What to run.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RunOptions {
     pub seed: u64,
     pub sabotage: Option<Sabotage>,
     /// Most simulated time the heal phase may take to converge.
     pub heal_limit: Duration,
+    /// The application in every endpoint ([`worker::echo`] by default).
+    pub worker: Worker,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("seed", &self.seed)
+            .field("sabotage", &self.sabotage)
+            .field("heal_limit", &self.heal_limit)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RunOptions {
     pub fn seed(seed: u64) -> Self {
-        RunOptions { seed, sabotage: None, heal_limit: Duration::from_secs(60) }
+        RunOptions { seed, sabotage: None, heal_limit: Duration::from_secs(60), worker: worker::echo() }
     }
 }
 
@@ -78,6 +91,7 @@ impl fmt::Display for Outcome {
 pub struct Report {
     pub seed: u64,
     pub sabotage: Option<Sabotage>,
+    pub heal_limit: Duration,
     pub swarm: Swarm,
     pub faults: FaultCounts,
     pub tasks: usize,
@@ -91,12 +105,14 @@ pub struct Report {
 }
 
 impl Report {
-    /// The one-line command that replays this run.
+    /// The one-line command that replays this run with the simulation's
+    /// own worker, every option included.
     pub fn reproduce(&self) -> String {
+        let heal = format!("--heal-limit {}", self.heal_limit.as_secs());
         match self.sabotage {
-            None => format!("cargo run -p tasklane-sim --release -- --seeds {}", self.seed),
+            None => format!("cargo run -p tasklane-sim --release -- --seeds {} {heal}", self.seed),
             Some(s) => format!(
-                "cargo run -p tasklane-sim --release --features sabotage -- --seeds {} --sabotage {s}",
+                "cargo run -p tasklane-sim --release --features sabotage -- --seeds {} {heal} --sabotage {s}",
                 self.seed
             ),
         }
@@ -159,6 +175,7 @@ fn endpoint_config(seed: u64, index: u64, swarm: &Swarm, sabotage: Option<Sabota
     cfg.reconnect = BackoffConfig { initial: Duration::from_millis(100), max: Duration::from_secs(3) };
     cfg.republish = BackoffConfig { initial: Duration::from_millis(200), max: Duration::from_secs(3) };
     cfg.standby_retry = Duration::from_secs(1);
+    cfg.connect_timeout = Duration::from_secs(2);
     cfg.handshake_timeout = Duration::from_secs(5);
     cfg.seed = Rng::new(seed).fork(0xE0 + index).next_u64();
     if let Some(s) = sabotage {
@@ -174,8 +191,8 @@ pub fn run(opts: &RunOptions) -> Report {
     let clock = Clock::new();
     let broker =
         Broker::new(BrokerConfig { heartbeat_ms: swarm.heartbeat_ms, ..BrokerConfig::new(topology(swarm.claim)) });
-    let knobs = ShellKnobs {
-        broker: (BROKER_HOST.into(), PORT),
+    let knobs = EndpointKnobs {
+        brokers: vec![(BROKER_HOST.into(), PORT)],
         heartbeat_ms: swarm.heartbeat_ms,
         fsync_max: swarm.fsync_max,
         work_max: swarm.work_max,
@@ -183,7 +200,7 @@ pub fn run(opts: &RunOptions) -> Report {
     let mut endpoints = Vec::new();
     for (i, host) in ["endpoint-1", "endpoint-2"].into_iter().enumerate() {
         match endpoint_config(seed, i as u64, &swarm, opts.sabotage) {
-            Ok(cfg) => endpoints.push(Endpoint::new(host, cfg, knobs.clone(), clock)),
+            Ok(cfg) => endpoints.push(SimEndpoint::new(host, cfg, knobs.clone(), opts.worker.clone())),
             Err(e) => return failed_to_start(opts, swarm, e),
         }
     }
@@ -279,6 +296,7 @@ pub fn run(opts: &RunOptions) -> Report {
     Report {
         seed,
         sabotage: opts.sabotage,
+        heal_limit: opts.heal_limit,
         swarm,
         faults: faults.counts,
         tasks: service.planned(),
@@ -294,6 +312,7 @@ fn failed_to_start(opts: &RunOptions, swarm: Swarm, e: String) -> Report {
     Report {
         seed: opts.seed,
         sabotage: opts.sabotage,
+        heal_limit: opts.heal_limit,
         swarm,
         faults: FaultCounts::default(),
         tasks: 0,

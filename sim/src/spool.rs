@@ -3,16 +3,17 @@
 //! survives a crash, and a queue of writes not yet committed inside the
 //! host, which a crash loses.
 //!
-//! The shell applies writes to the durable half only in a group commit
-//! (after a simulated fsync delay) and only then reports
-//! `SpoolCommitted`, so anything core did not see committed may vanish.
+//! The spool port (`endpoint::spool_port`) applies writes to the durable
+//! half only in a group commit (after a simulated fsync delay) and only
+//! then reports `SpoolCommitted`, so anything core did not see committed
+//! may vanish.
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use tasklane_core::spool::SpoolModelError;
-use tasklane_core::{MemorySpool, SpoolSnapshot, SpoolWrite, TaskId};
+use tasklane_core::{MemorySpool, SpoolSnapshot, SpoolWrite, TaskId, WriteSeq};
 
 #[derive(Default)]
 struct Inner {
@@ -37,19 +38,23 @@ impl DurableSpool {
         self.0.borrow().model.snapshot()
     }
 
-    /// One group commit: the writes, in order. A write the model refuses is
-    /// a bug in core; the ones before it stay applied, as in a real store
-    /// that fails mid-batch.
-    pub fn commit(&self, writes: &[SpoolWrite]) -> Result<(), SpoolModelError> {
+    /// One group commit: the writes, in order. A write the model refuses
+    /// (a bug in core) changes nothing and the others still apply, as the
+    /// LMDB spool does; the refused ones are returned.
+    pub fn commit(&self, writes: &[SpoolWrite]) -> Vec<(WriteSeq, SpoolModelError)> {
         let mut inner = self.0.borrow_mut();
         inner.commits += 1;
+        let mut refused = Vec::new();
         for w in writes {
-            inner.model.apply(&w.op)?;
+            if let Err(e) = inner.model.apply(&w.op) {
+                refused.push((w.seq, e));
+                continue;
+            }
             if let tasklane_core::SpoolOp::Complete { result, .. } = &w.op {
                 inner.completed.insert(result.task.clone());
             }
         }
-        Ok(())
+        refused
     }
 
     /// Whether the task is durably held: in the inbox, or completed.
