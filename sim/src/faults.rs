@@ -34,12 +34,26 @@ pub struct FaultCounts {
     pub holds: u32,
     pub crashes: u32,
     pub broker_restarts: u32,
+    pub cancels: u32,
     pub duplicates: u32,
 }
 
 impl FaultCounts {
     pub fn total(&self) -> u32 {
-        self.partitions + self.kills + self.holds + self.crashes + self.broker_restarts + self.duplicates
+        self.by_class().iter().map(|(_, n)| n).sum()
+    }
+
+    /// Per fault class, by the names of [`Swarm::faults`](crate::swarm::Swarm::faults).
+    pub fn by_class(&self) -> [(&'static str, u32); 7] {
+        [
+            ("partition", self.partitions),
+            ("kill", self.kills),
+            ("hold", self.holds),
+            ("crash", self.crashes),
+            ("broker-restart", self.broker_restarts),
+            ("cancel", self.cancels),
+            ("duplicate", self.duplicates),
+        ]
     }
 }
 
@@ -119,6 +133,12 @@ impl FaultDriver {
                 self.later(now, d, Undo::Bounce(h.clone()), format!("crash {h} for {d}ms"));
                 self.down.insert(h);
             }
+        }
+        if self.rng.chance(self.swarm.cancel_rate * dt) && !self.down.contains(b) {
+            let queue = format!("{}.tasks", crate::run::ENDPOINT);
+            let n = broker.cancel_consumers(&queue);
+            self.counts.cancels += 1;
+            self.log.push(format!("{:>6}ms cancel the consumers of {queue} ({n})", now.as_millis()));
         }
         if self.rng.chance(self.swarm.broker_restart_rate * dt) && !self.down.contains(b) {
             sim.crash(b);

@@ -18,6 +18,7 @@ use crate::swarm::{Claim, Swarm, FAULT_PHASE};
 use crate::trace::TraceHash;
 use crate::wire::session::Dial;
 use crate::worker::{self, Worker};
+use crate::workload::Workload;
 use crate::{BROKER_HOST, SERVICE_HOST};
 
 /// The endpoint id every simulated endpoint shares.
@@ -32,6 +33,8 @@ pub struct RunOptions {
     pub heal_limit: Duration,
     /// The application in every endpoint ([`worker::echo`] by default).
     pub worker: Worker,
+    /// What the service submits and expects back.
+    pub workload: Workload,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -46,7 +49,13 @@ impl std::fmt::Debug for RunOptions {
 
 impl RunOptions {
     pub fn seed(seed: u64) -> Self {
-        RunOptions { seed, sabotage: None, heal_limit: Duration::from_secs(60), worker: worker::echo() }
+        RunOptions {
+            seed,
+            sabotage: None,
+            heal_limit: Duration::from_secs(60),
+            worker: worker::echo(),
+            workload: Workload::default(),
+        }
     }
 }
 
@@ -62,6 +71,12 @@ pub enum Outcome {
     /// The heal phase did not converge in time.
     Liveness {
         pending: String,
+    },
+    /// Everything converged, but a result the service accepted is not what
+    /// the workload expects of the worker.
+    Expectation {
+        task: String,
+        problem: String,
     },
     /// A host's software failed (an error or a panic).
     Error(String),
@@ -81,6 +96,7 @@ impl fmt::Display for Outcome {
                 write!(f, "SAFETY {} at {:.3}s: {}", violation.invariant, at.as_secs_f64(), violation.detail)
             }
             Outcome::Liveness { pending } => write!(f, "LIVENESS not converged: {pending}"),
+            Outcome::Expectation { task, problem } => write!(f, "EXPECTATION result of {task}: {problem}"),
             Outcome::Error(e) => write!(f, "ERROR {e}"),
         }
     }
@@ -121,7 +137,7 @@ impl Report {
     /// The summary line.
     pub fn summary(&self) -> String {
         format!(
-            "seed={} faults={} [p{} k{} h{} c{} b{} d{}] tasks={} results={} t={:.1}s trace={:016x} {}",
+            "seed={} faults={} [p{} k{} h{} c{} b{} x{} d{}] tasks={} results={} t={:.1}s trace={:016x} {}",
             self.seed,
             self.faults.total(),
             self.faults.partitions,
@@ -129,6 +145,7 @@ impl Report {
             self.faults.holds,
             self.faults.crashes,
             self.faults.broker_restarts,
+            self.faults.cancels,
             self.faults.duplicates,
             self.tasks,
             self.accepted,
@@ -187,7 +204,10 @@ fn endpoint_config(seed: u64, index: u64, swarm: &Swarm, sabotage: Option<Sabota
 /// Runs one seed.
 pub fn run(opts: &RunOptions) -> Report {
     let seed = opts.seed;
-    let swarm = swarm_for(seed, opts.sabotage);
+    let mut swarm = swarm_for(seed, opts.sabotage);
+    if let Some(tasks) = opts.workload.tasks {
+        swarm.tasks = tasks;
+    }
     let clock = Clock::new();
     let broker =
         Broker::new(BrokerConfig { heartbeat_ms: swarm.heartbeat_ms, ..BrokerConfig::new(topology(swarm.claim)) });
@@ -214,7 +234,7 @@ pub fn run(opts: &RunOptions) -> Report {
     times.sort();
     let id = EndpointId::new(ENDPOINT).expect("valid id");
     let service = Service::new(
-        service::plan(&id, times),
+        service::plan(&id, times, &opts.workload.make, &mut Rng::new(seed).fork(0x7A5C)),
         Dial {
             host: BROKER_HOST.into(),
             port: PORT,
@@ -269,7 +289,7 @@ pub fn run(opts: &RunOptions) -> Report {
         }
         if healed {
             match pending(&view) {
-                None => break Outcome::Pass,
+                None => break expectations(&service, &opts.workload),
                 Some(pending) if sim.elapsed() >= limit => break Outcome::Liveness { pending },
                 Some(_) => {}
             }
@@ -306,6 +326,17 @@ pub fn run(opts: &RunOptions) -> Report {
         trace_hash: trace.finish(),
         fault_log: faults.log,
     }
+}
+
+/// Every accepted result judged by the workload's expectation.
+fn expectations(service: &Service, workload: &Workload) -> Outcome {
+    for task in service.tasks() {
+        let Some((status, body)) = service.result(&task.id) else { continue };
+        if let Err(problem) = (workload.expect)(&task, status, &body) {
+            return Outcome::Expectation { task: task.id.to_string(), problem };
+        }
+    }
+    Outcome::Pass
 }
 
 fn failed_to_start(opts: &RunOptions, swarm: Swarm, e: String) -> Report {

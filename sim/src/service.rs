@@ -14,11 +14,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use tasklane_core::message::KIND_HEADER;
 use tasklane_core::service::{ResultIntake, Verdict};
-use tasklane_core::{encode_task, EndpointId, Task, TaskId, TaskLimits};
+use tasklane_core::{encode_task, EndpointId, ResultStatus, Task, TaskId, TaskLimits};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::clock::sleep_until;
+use crate::rng::Rng;
+use crate::workload::TaskMaker;
 
 use crate::broker::RESULTS;
 use crate::clock::Clock;
@@ -72,7 +74,8 @@ struct State {
     /// Task → owning endpoint, for every task ever submitted.
     owners: BTreeMap<TaskId, EndpointId>,
     confirmed: BTreeSet<TaskId>,
-    accepted: BTreeMap<TaskId, EndpointId>,
+    /// Accepted results: sender, status, body.
+    accepted: BTreeMap<TaskId, (EndpointId, ResultStatus, Bytes)>,
     log: Vec<ServiceRecord>,
 }
 
@@ -124,6 +127,16 @@ impl Service {
     /// Whether the result of `task` was accepted.
     pub fn has_accepted(&self, task: &TaskId) -> bool {
         self.state.borrow().accepted.contains_key(task)
+    }
+
+    /// The accepted result of `task`: its status and body.
+    pub fn result(&self, task: &TaskId) -> Option<(ResultStatus, Bytes)> {
+        self.state.borrow().accepted.get(task).map(|(_, status, body)| (*status, body.clone()))
+    }
+
+    /// The valid tasks of the plan.
+    pub fn tasks(&self) -> Vec<Task> {
+        self.plan.iter().filter(|s| !s.malformed).map(|s| s.task.clone()).collect()
     }
 
     /// The endpoint `task` was submitted to, if it was.
@@ -257,7 +270,8 @@ impl Service {
                 match intake.judge(&routing_key, &raw, |t| owners.get(t).cloned()) {
                     Verdict::Accept { result, .. } => {
                         let task = result.result.task.clone();
-                        self.state.borrow_mut().accepted.insert(task.clone(), result.sender.clone());
+                        let accepted = (result.sender.clone(), result.result.status, result.result.body.clone());
+                        self.state.borrow_mut().accepted.insert(task.clone(), accepted);
                         self.record(ServiceRecord::Accepted { task, sender: result.sender });
                         send(ClientMethod::Ack { ch: 2, tag, multiple: false });
                     }
@@ -287,20 +301,28 @@ fn take(in_flight: &mut BTreeMap<u64, TaskId>, tag: u64, multiple: bool) -> Vec<
 }
 
 /// Makes the plan: tasks for `endpoint` submitted at the given offsets,
-/// the ones marked `true` malformed.
-pub fn plan(endpoint: &EndpointId, times: impl IntoIterator<Item = (Duration, bool)>) -> Vec<Submission> {
+/// the ones marked `true` malformed, each made by `make` from `rng`.
+pub fn plan(
+    endpoint: &EndpointId,
+    times: impl IntoIterator<Item = (Duration, bool)>,
+    make: &TaskMaker,
+    rng: &mut Rng,
+) -> Vec<Submission> {
     times
         .into_iter()
         .enumerate()
-        .map(|(i, (at, malformed))| Submission {
-            at,
-            endpoint: endpoint.clone(),
-            task: Task {
-                id: TaskId::new(format!("{}-{i:04}", if malformed { "bad" } else { "task" })).expect("valid id"),
-                kind: None,
-                body: Bytes::from(format!("payload {i}")),
-            },
-            malformed,
+        .map(|(i, (at, malformed))| {
+            let (kind, body) = make(i, rng);
+            Submission {
+                at,
+                endpoint: endpoint.clone(),
+                task: Task {
+                    id: TaskId::new(format!("{}-{i:04}", if malformed { "bad" } else { "task" })).expect("valid id"),
+                    kind,
+                    body,
+                },
+                malformed,
+            }
         })
         .collect()
 }

@@ -37,6 +37,10 @@ pub struct Swarm {
     pub crash_rate: f64,
     /// Broker restarts per second.
     pub broker_restart_rate: f64,
+    /// Consumer cancellations per second: the broker cancels every
+    /// consumer of the task queue (`basic.cancel`, as RabbitMQ does when a
+    /// queue's node fails over).
+    pub cancel_rate: f64,
     /// When a second endpoint with the same id appears, if it does.
     pub duplicate_at: Option<Duration>,
     /// Upper bound of the per-message latency (turmoil draws each message's
@@ -77,22 +81,32 @@ impl Swarm {
             2 => Claim::SingleActive(QueueKind::Quorum),
             _ => Claim::Exclusive,
         };
+        let tasks = r.range(5, 60) as usize;
+        let malformed = if r.chance(0.3) { r.range(1, 3) as usize } else { 0 };
+        let max_latency = Duration::from_millis(r.range(1, 80));
+        let prefetch = [1, 4, 16, 64][r.range(0, 3) as usize];
+        let heartbeat_ms = [300, 500, 1000][r.range(0, 2) as usize];
+        // Now and then a slow disk: commits that take a heartbeat or so.
+        let fsync_max = Duration::from_millis(if r.chance(0.25) { r.range(50, 400) } else { r.range(1, 20) });
+        let work_max = Duration::from_millis(r.range(1, 200));
+        // Drawn last, so that the knobs above stay what they were for a seed.
+        let cancel_rate = rate(&mut r, 0.2);
         Swarm {
-            tasks: r.range(5, 60) as usize,
-            malformed: if r.chance(0.3) { r.range(1, 3) as usize } else { 0 },
+            tasks,
+            malformed,
             partition_rate,
             kill_rate,
             hold_rate,
             crash_rate,
             broker_restart_rate,
+            cancel_rate,
             duplicate_at,
-            max_latency: Duration::from_millis(r.range(1, 80)),
+            max_latency,
             claim,
-            prefetch: [1, 4, 16, 64][r.range(0, 3) as usize],
-            heartbeat_ms: [300, 500, 1000][r.range(0, 2) as usize],
-            // Now and then a slow disk: commits that take a heartbeat or so.
-            fsync_max: Duration::from_millis(if r.chance(0.25) { r.range(50, 400) } else { r.range(1, 20) }),
-            work_max: Duration::from_millis(r.range(1, 200)),
+            prefetch,
+            heartbeat_ms,
+            fsync_max,
+            work_max,
         }
     }
 
@@ -105,6 +119,7 @@ impl Swarm {
             ("hold", self.hold_rate),
             ("crash", self.crash_rate),
             ("broker-restart", self.broker_restart_rate),
+            ("cancel", self.cancel_rate),
         ] {
             if rate > 0.0 {
                 on.push(name);
@@ -130,7 +145,7 @@ impl fmt::Display for Swarm {
         };
         write!(
             f,
-            "tasks={} malformed={} partition={}/s kill={}/s hold={}/s crash={}/s broker-restart={}/s duplicate={} \
+            "tasks={} malformed={} partition={}/s kill={}/s hold={}/s crash={}/s broker-restart={}/s cancel={}/s duplicate={} \
              latency<={}ms claim={} prefetch={} heartbeat={}ms fsync<={}ms work<={}ms",
             self.tasks,
             self.malformed,
@@ -139,6 +154,7 @@ impl fmt::Display for Swarm {
             self.hold_rate,
             self.crash_rate,
             self.broker_restart_rate,
+            self.cancel_rate,
             dup,
             self.max_latency.as_millis(),
             claim,
