@@ -93,6 +93,16 @@ impl RawConn {
         Ok(c)
     }
 
+    /// When the scan must be over.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The scan's whole allowance of time.
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
+
     /// Opens `channel`, in confirm mode if `confirms`.
     pub async fn open_channel(&mut self, channel: u16, confirms: bool) -> Result<(), Kind> {
         self.rpc(channel, "channel.open", m::CHANNEL_OPEN, m::channel_open(), &[m::CHANNEL_OPEN_OK]).await?;
@@ -127,6 +137,25 @@ impl RawConn {
     /// anything else breaks the strict request/reply order and is an error.
     pub async fn expect(&mut self, channel: u16, op: &'static str, expect: &[Id]) -> Result<(Id, Bytes), Kind> {
         self.expect_inner(channel, op, expect, false).await
+    }
+
+    /// [`Self::expect`] that gives up quietly (`Ok(None)`) at `until`, when
+    /// that comes before the deadline.
+    pub async fn expect_until(
+        &mut self,
+        channel: u16,
+        op: &'static str,
+        expect: &[Id],
+        until: Instant,
+    ) -> Result<Option<(Id, Bytes)>, Kind> {
+        let hard = self.deadline;
+        self.deadline = until.min(hard);
+        let got = self.expect_inner(channel, op, expect, false).await;
+        self.deadline = hard;
+        match got {
+            Err(Kind::Deadline(_)) if until < hard && Instant::now() < hard => Ok(None),
+            other => other.map(Some),
+        }
     }
 
     /// [`Self::expect`] for a publisher confirm, which a blocked connection

@@ -25,6 +25,15 @@ pub const CHANNEL_OPEN: Id = (20, 10);
 pub const CHANNEL_OPEN_OK: Id = (20, 11);
 pub const CHANNEL_CLOSE: Id = (20, 40);
 pub const CHANNEL_CLOSE_OK: Id = (20, 41);
+pub const QUEUE_DECLARE: Id = (50, 10);
+pub const QUEUE_DECLARE_OK: Id = (50, 11);
+pub const BASIC_QOS: Id = (60, 10);
+pub const BASIC_QOS_OK: Id = (60, 11);
+pub const BASIC_CONSUME: Id = (60, 20);
+pub const BASIC_CONSUME_OK: Id = (60, 21);
+pub const BASIC_CANCEL: Id = (60, 30);
+pub const BASIC_CANCEL_OK: Id = (60, 31);
+pub const BASIC_DELIVER: Id = (60, 60);
 pub const BASIC_PUBLISH: Id = (60, 40);
 pub const BASIC_RETURN: Id = (60, 50);
 pub const BASIC_GET: Id = (60, 70);
@@ -119,6 +128,54 @@ pub fn confirm_select() -> Writer {
     let mut w = Writer::new();
     w.u8(0);
     w
+}
+
+/// A passive `queue.declare`: does the queue exist, and how many messages
+/// are ready.
+pub fn declare_passive(queue: &str) -> Writer {
+    let mut w = Writer::new();
+    w.u16(0).shortstr(queue.as_bytes()).u8(1).u32(0);
+    w
+}
+
+/// `queue.declare-ok`: the ready message count.
+pub fn declare_ok_ready(args: &[u8]) -> Result<u32, Short> {
+    let mut r = Reader::new(args);
+    r.shortstr("queue")?;
+    r.u32("message count")
+}
+
+/// `basic.qos` for this channel's consumers.
+pub fn qos(prefetch: u16) -> Writer {
+    let mut w = Writer::new();
+    w.u32(0).u16(prefetch).u8(0);
+    w
+}
+
+/// `basic.consume` with acknowledgements, not exclusive, no arguments.
+pub fn consume(queue: &str, tag: &str) -> Writer {
+    let mut w = Writer::new();
+    w.u16(0).shortstr(queue.as_bytes()).shortstr(tag.as_bytes()).u8(0).u32(0);
+    w
+}
+
+pub fn cancel(tag: &str) -> Writer {
+    let mut w = Writer::new();
+    w.shortstr(tag.as_bytes()).u8(0);
+    w
+}
+
+/// `basic.deliver`, in the shape of `basic.get-ok` (no message count).
+pub fn deliver(args: &[u8]) -> Result<GetOk, Short> {
+    let mut r = Reader::new(args);
+    r.shortstr("consumer tag")?;
+    Ok(GetOk {
+        delivery_tag: r.u64("delivery tag")?,
+        redelivered: r.u8("redelivered")? & 1 != 0,
+        exchange: r.shortstr("exchange")?.to_vec(),
+        routing_key: r.shortstr("routing key")?.to_vec(),
+        message_count: 0,
+    })
 }
 
 /// `basic.get` with acknowledgement (no-ack off).

@@ -59,6 +59,7 @@ mod judge;
 mod methods;
 pub mod props;
 mod scan;
+mod take;
 mod wire;
 
 use std::time::Duration;
@@ -197,6 +198,16 @@ pub enum ScanErrorKind {
     /// disk alarm) while a copy waited for its confirm.
     #[error("the broker blocked the connection: {0}")]
     Blocked(String),
+    /// On a queue where `basic.get` is refused (a quorum queue with single
+    /// active consumer), the scan's consumer did not become the active one
+    /// (another connection's consumer stayed active) and got nothing.
+    #[error("another consumer of the queue stayed active; no message came in {waited:?} ({ready} ready)")]
+    NotActive {
+        /// Messages ready in the queue.
+        ready: u32,
+        /// How long the scan waited.
+        waited: Duration,
+    },
     /// The broker sent something that is not the expected AMQP 0-9-1.
     #[error("the broker broke the protocol: {0}")]
     Protocol(String),
