@@ -48,8 +48,13 @@ impl Setup {
     /// Publishes `msgs` to `E.tasks`, or to the queue a message's routing
     /// key names (see [`poison_kinds`]), in order.
     pub async fn publish(&self, msgs: &[Message]) {
+        self.publish_to(&self.queue, msgs).await
+    }
+
+    /// [`Self::publish`] to `queue`.
+    pub async fn publish_to(&self, queue: &str, msgs: &[Message]) {
         for m in msgs {
-            let key = m.routing_key.clone().unwrap_or_else(|| self.queue.as_bytes().to_vec());
+            let key = m.routing_key.clone().unwrap_or_else(|| queue.as_bytes().to_vec());
             self.publish_with_key(&key, &[(m.props.clone(), m.body.clone())]).await;
         }
     }

@@ -12,8 +12,8 @@
 //!
 //! 1. opens a connection of its own (TCP, or TLS for `amqps://` with the
 //!    same [`crate::amqp::TlsOptions`]; PLAIN login; the URL's vhost);
-//! 2. takes up to `max` messages from the head of the queue with
-//!    `basic.get`, unacknowledged;
+//! 2. takes up to `max` messages from the head of the queue,
+//!    unacknowledged (`basic.get`, or a consumer where that is refused);
 //! 3. judges each by amqprs' decoding rules ([`judge`]);
 //! 4. publishes a copy of each poison message (its properties and body
 //!    byte for byte, plus the headers `tasklane-reason: undecodable`,
@@ -35,12 +35,20 @@
 //! there, which the next scan makes again.
 //!
 //! Broker behaviour found on RabbitMQ 3.10 (tests in
-//! `io/tests/quarantine_broker.rs`): `basic.get` works on classic and
-//! quorum queues alike, also while another connection holds the single
-//! active consumer or an exclusive consumer of the queue; on a quorum
-//! queue every message given back counts one more delivery
-//! (`x-delivery-count`), so a scan brings good messages one step closer
-//! to the queue's delivery limit.
+//! `io/tests/quarantine_broker.rs` and `quarantine_access.rs`):
+//! - `basic.get` works on classic queues, also beside another connection's
+//!   active single consumer or exclusive consumer; the consumer then gets
+//!   the good messages in order.
+//! - On a quorum queue with single active consumer (how `provision`
+//!   declares `E.tasks`) `basic.get` is refused (405 RESOURCE_LOCKED); the
+//!   scan consumes instead and must be the active consumer: it waits for
+//!   that until 3 s before its deadline (it is at once when nobody else
+//!   consumes, and as soon as the active consumer's connection dies), then
+//!   gives up with [`ScanErrorKind::NotActive`] having taken nothing.
+//! - Given back, messages keep their order on both queue types.
+//! - On a quorum queue every message given back counts one more delivery
+//!   (`x-delivery-count`), so a scan brings the good messages it returns one
+//!   step closer to a delivery limit.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
