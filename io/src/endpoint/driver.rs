@@ -131,6 +131,7 @@ impl Driver {
                 Woke::Spool(SpoolReport::Committed { upto, .. }) => Input::SpoolCommitted { upto },
                 Woke::Spool(SpoolReport::Stalled { reason }) => Input::SpoolStalled { reason },
                 Woke::Spool(SpoolReport::Refused { .. }) => continue, // logged by the writer
+                Woke::Spool(SpoolReport::Space { .. }) => continue,   // no disk-space policy yet (issue 12)
                 Woke::App(Some(AppCmd::Complete { task, status, body, reply })) => {
                     let result = self.lane.handle(now(), Input::Complete { task, status, body });
                     // The result's spool write is queued before the answer.

@@ -32,7 +32,7 @@ pub enum Verdict {
         /// The decoded properties, when only their strings are at fault
         /// (so a copy can carry a reason header); `None` when they cannot
         /// be decoded at all.
-        props: Option<Properties>,
+        props: Option<Box<Properties>>,
     },
 }
 
@@ -48,7 +48,7 @@ pub fn judge(exchange: &[u8], routing_key: &[u8], raw_props: &[u8]) -> Verdict {
     let poison = |detail: String, props| Verdict::Poison { detail, props };
     for (what, bytes) in [("exchange name", exchange), ("routing key", routing_key)] {
         if std::str::from_utf8(bytes).is_err() {
-            return poison(format!("{what} is not UTF-8, {CANNOT}"), props::decode(raw_props).ok());
+            return poison(format!("{what} is not UTF-8, {CANNOT}"), props::decode(raw_props).ok().map(Box::new));
         }
     }
     let props = match props::decode(raw_props) {
@@ -59,10 +59,10 @@ pub fn judge(exchange: &[u8], routing_key: &[u8], raw_props: &[u8]) -> Verdict {
         Err(e) => return poison(format!("{e}, {CANNOT}"), None),
     };
     if let Some(at) = first_non_utf8(&props) {
-        return poison(format!("{at} is not UTF-8, {CANNOT}"), Some(props));
+        return poison(format!("{at} is not UTF-8, {CANNOT}"), Some(Box::new(props)));
     }
     if let Err(e) = amqprs_decodes(raw_props) {
-        return poison(format!("the endpoint's AMQP client cannot decode the properties: {e}"), Some(props));
+        return poison(format!("the endpoint's AMQP client cannot decode the properties: {e}"), Some(Box::new(props)));
     }
     Verdict::Fine
 }
