@@ -276,3 +276,6 @@ pub async fn peek(opts: &ConnectOptions, queue: &str, max: usize, limit: Duratio
 fn connection_name(opts: &ConnectOptions) -> String {
     format!("{} (quarantine)", opts.connection_name.as_deref().unwrap_or("tasklane"))
 }
+
+#[cfg(test)]
+mod hostile_tests;
