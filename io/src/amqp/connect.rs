@@ -8,7 +8,6 @@
 //! URL's host (or `server_name_indication`), not the address.
 
 use std::net::SocketAddr;
-use std::path::Path;
 
 use super::{ConnectOptions, Error};
 pub use crate::endpoint::ConnectionInfo;
@@ -68,29 +67,8 @@ pub async fn connect_with_info(opts: &ConnectOptions) -> Result<(Connection, Con
     ))
 }
 
-/// The TLS connector for `opts`: trusting its CA file (or the public web
-/// roots), with its client certificate if any.
+/// The TLS connector for `opts` (see [`super::tls`]).
 fn tls_adaptor(opts: &ConnectOptions) -> Result<TlsAdaptor, Error> {
-    // amqprs leaves the choice of crypto provider to the application; an
-    // error only means one is installed already.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let t = &opts.tls;
-    let domain = t.server_name.clone().unwrap_or_else(|| opts.url.host().to_string());
-    let ca = t.ca_file.as_deref();
-    let adaptor = match (&t.cert_file, &t.key_file) {
-        (Some(cert), Some(key)) => {
-            check_readable(cert)?;
-            check_readable(key)?;
-            TlsAdaptor::with_client_auth(ca, cert, key, domain)
-        }
-        _ => TlsAdaptor::without_client_auth(ca, domain),
-    };
-    adaptor.map_err(|e| {
-        Error::Tls(format!("CA file {}: {e}", ca.map_or("(web roots)".into(), |p| p.display().to_string())))
-    })
-}
-
-/// amqprs panics on an unreadable client key; say what is wrong instead.
-fn check_readable(path: &Path) -> Result<(), Error> {
-    std::fs::metadata(path).map(drop).map_err(|e| Error::Tls(format!("{}: {e}", path.display())))
+    let (connector, domain) = super::tls::connector(opts)?;
+    Ok(TlsAdaptor::new(connector, domain))
 }

@@ -29,6 +29,8 @@
 mod connect;
 mod convert;
 mod events;
+pub mod quarantine;
+mod tls;
 mod url;
 
 use amqprs::channel::{BasicPublishArguments, Channel};

@@ -56,7 +56,7 @@ impl SpoolPort for LmdbSpoolPort {
 
     async fn close(self, grace: Duration) {
         let writer = self.writer;
-        let close = tokio::task::spawn_blocking(move || writer.close());
+        let close = tokio::task::spawn_blocking(move || writer.close_within(grace));
         match tokio::time::timeout(grace, close).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::error!("{e}"),

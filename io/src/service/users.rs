@@ -3,7 +3,9 @@
 //! - read (consume, get, ack) only the queue `E.tasks`,
 //! - write (publish) only to the exchange `results`, and there — by a
 //!   topic permission — only with the routing keys `E.results` (results)
-//!   and `E.status` (status reports),
+//!   and `E.status` (status reports); and to the exchange `tasklane.dead`,
+//!   where the poison quarantine ([`crate::amqp::quarantine`]) puts the
+//!   tasks its client cannot decode, with the reason,
 //! - configure nothing: declaring, deleting or binding anything is refused.
 //!
 //! So one endpoint's credentials can neither drain another's tasks nor
@@ -19,7 +21,7 @@ use serde_json::{json, Value};
 use tasklane_core::EndpointId;
 
 use super::management::{segment, Management, ManagementError};
-use super::topology::RESULTS;
+use super::topology::{DEAD, RESULTS};
 
 /// The tag every endpoint user carries, marking it as tasklane's.
 pub const USER_TAG: &str = "tasklane-endpoint";
@@ -30,7 +32,8 @@ pub const USER_TAG: &str = "tasklane-endpoint";
 pub struct Permissions {
     /// Which queues and exchanges the user may declare, delete, bind.
     pub configure: String,
-    /// Which exchanges the user may publish to (and queues bind to).
+    /// Which exchanges the user may publish to (and queues bind to):
+    /// `results` and `tasklane.dead`.
     pub write: String,
     /// Which queues the user may consume from.
     pub read: String,
@@ -48,7 +51,7 @@ impl Permissions {
         // Endpoint ids are [A-Za-z0-9_-]: nothing to escape but the dot.
         Self {
             configure: "^$".into(),
-            write: format!("^{}$", escape(RESULTS)),
+            write: format!("^({}|{})$", escape(RESULTS), escape(DEAD)),
             read: format!("^{}$", escape(&endpoint.task_queue())),
             results_write: format!(
                 "^({}|{})$",
@@ -185,7 +188,7 @@ mod tests {
     fn permissions_name_only_the_endpoints_own_resources() {
         let p = Permissions::for_endpoint(&EndpointId::new("ep-1_A").unwrap());
         assert_eq!(p.configure, "^$");
-        assert_eq!(p.write, "^results$");
+        assert_eq!(p.write, "^(results|tasklane\\.dead)$");
         assert_eq!(p.read, "^ep-1_A\\.tasks$");
         assert_eq!(p.results_write, "^(ep-1_A\\.results|ep-1_A\\.status)$");
         assert_eq!(p.results_read, "^$");

@@ -18,7 +18,10 @@
 //! # Ok(()) }
 //! ```
 
+mod lock;
+mod mirror;
 mod store;
+mod thread;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -26,8 +29,10 @@ use std::path::{Path, PathBuf};
 use tasklane_core::SpoolSnapshot;
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 
+pub use lock::{SpoolLock, LOCK_FILE};
 pub use store::{CorruptRecord, LmdbSpool, RecordKind};
-pub use writer::{SpoolReport, SpoolWriter};
+pub use thread::space;
+pub use writer::{SpoolReport, SpoolWriter, DEFAULT_CLOSE_GRACE};
 
 /// Sizes of the LMDB map.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +86,15 @@ pub enum SpoolError {
     /// path and process).
     #[error("spool {} is already open in this process", .0.display())]
     AlreadyOpen(PathBuf),
+    /// Another process has the spool open (it holds the lock file
+    /// [`LOCK_FILE`]); `pid` is that process, when its pid could be read.
+    #[error("{}", lock::locked_message(dir, pid))]
+    Locked {
+        /// The spool directory.
+        dir: PathBuf,
+        /// The process holding the lock.
+        pid: Option<u32>,
+    },
     /// There is no spool in the directory (see [`inspect`]).
     #[error("no spool in {} (no data.mdb)", .0.display())]
     Missing(PathBuf),
@@ -146,20 +160,27 @@ pub struct OpenedSpool {
 }
 
 /// Opens (creating if needed) the spool in `dir` and starts its writer
-/// thread. Blocking: reads the whole spool.
+/// thread. Blocking: reads the whole spool. Takes the spool's lock first,
+/// so a second process opening the same directory fails at once with
+/// [`SpoolError::Locked`]; the lock is held until the writer thread ends.
 pub fn open(dir: impl AsRef<Path>, opts: &SpoolOptions) -> Result<OpenedSpool, SpoolError> {
+    let d = dir.as_ref();
+    std::fs::create_dir_all(d).map_err(|e| SpoolError::Io { dir: d.to_path_buf(), source: e })?;
+    let lock = SpoolLock::acquire(d)?;
     let (spool, snapshot, corrupt) = LmdbSpool::open(dir.as_ref(), opts)?;
     for c in &corrupt {
         tracing::error!(dir = %dir.as_ref().display(), "{c}");
     }
     let (tx, reports) = mpsc::unbounded_channel();
-    let writer = SpoolWriter::spawn(spool, tx)?;
+    let writer = SpoolWriter::spawn(spool, tx, lock)?;
     Ok(OpenedSpool { writer, reports, snapshot, corrupt })
 }
 
-/// What an existing spool holds, for tools (`tasklane spool inspect`).
-/// Fails with [`SpoolError::Missing`] rather than creating a spool, and
-/// with [`SpoolError::AlreadyOpen`] when this process has it open.
+/// What an existing spool holds, for tools (`tasklane spool inspect`,
+/// `tasklane status`). Works while another process has the spool open (it
+/// takes no lock; LMDB keeps readers and the writer apart). Fails with
+/// [`SpoolError::Missing`] rather than creating a spool, and with
+/// [`SpoolError::AlreadyOpen`] when this process has it open.
 pub fn inspect(dir: impl AsRef<Path>) -> Result<(SpoolSnapshot, Vec<CorruptRecord>), SpoolError> {
     let dir = dir.as_ref();
     if !dir.join("data.mdb").is_file() {
@@ -169,5 +190,7 @@ pub fn inspect(dir: impl AsRef<Path>) -> Result<(SpoolSnapshot, Vec<CorruptRecor
     Ok((snapshot, corrupt))
 }
 
+#[cfg(test)]
+mod recovery_tests;
 #[cfg(test)]
 mod tests;

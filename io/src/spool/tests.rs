@@ -14,36 +14,36 @@ use super::*;
 
 /// Deterministic randomness for the op sequences (no OS randomness, so a
 /// failing seed reproduces).
-struct SplitMix(u64);
+pub(super) struct SplitMix(pub(super) u64);
 
 impl SplitMix {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
 
-fn id(n: u64) -> TaskId {
+pub(super) fn id(n: u64) -> TaskId {
     TaskId::new(format!("t{n}")).unwrap()
 }
 
-fn task(n: u64, body: usize) -> Task {
+pub(super) fn task(n: u64, body: usize) -> Task {
     Task { id: id(n), kind: n.is_multiple_of(3).then(|| "kind".to_string()), body: Bytes::from(vec![n as u8; body]) }
 }
 
-fn result(n: u64) -> TaskResult {
+pub(super) fn result(n: u64) -> TaskResult {
     TaskResult { task: id(n), status: ResultStatus::Ok, body: Bytes::from(format!("r{n}")) }
 }
 
 /// A random op, mostly valid, sometimes not (duplicates, unknown tasks,
 /// positions that go backwards), drawn against the model's state.
-fn random_op(rng: &mut SplitMix, mem: &MemorySpool) -> SpoolOp {
+pub(super) fn random_op(rng: &mut SplitMix, mem: &MemorySpool) -> SpoolOp {
     let snap = mem.snapshot();
     let pool = 24;
     match rng.below(10) {
@@ -110,11 +110,11 @@ fn behaves_like_memory_spool_across_batches_and_reopens() {
     }
 }
 
-fn insert(seq: u64, n: u64, body: usize) -> SpoolWrite {
+pub(super) fn insert(seq: u64, n: u64, body: usize) -> SpoolWrite {
     SpoolWrite { seq: WriteSeq(seq), op: SpoolOp::Insert(StoredTask { arrival: n, task: task(n, body) }) }
 }
 
-async fn next_report(reports: &mut tokio::sync::mpsc::UnboundedReceiver<SpoolReport>) -> SpoolReport {
+pub(super) async fn next_report(reports: &mut tokio::sync::mpsc::UnboundedReceiver<SpoolReport>) -> SpoolReport {
     tokio::time::timeout(Duration::from_secs(10), reports.recv()).await.expect("a report").expect("writer alive")
 }
 
@@ -136,6 +136,7 @@ async fn writer_groups_commits_and_reopen_sees_them() {
                     break;
                 }
             }
+            SpoolReport::Space { .. } => {}
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -193,6 +194,7 @@ async fn a_full_map_grows_to_its_limit_then_stalls_without_losing_committed_writ
         match next_report(&mut opened.reports).await {
             SpoolReport::Committed { upto, .. } => committed = upto.0,
             SpoolReport::Stalled { reason } => break reason,
+            SpoolReport::Space { .. } => {}
             other => panic!("unexpected {other:?}"),
         }
     };
@@ -205,7 +207,10 @@ async fn a_full_map_grows_to_its_limit_then_stalls_without_losing_committed_writ
         }
     }
     assert!(committed > 5 && committed < 40, "committed {committed}");
-    let err = tokio::task::spawn_blocking(move || opened.writer.close()).await.unwrap().unwrap_err();
+    let err = tokio::task::spawn_blocking(move || opened.writer.close_within(Duration::from_millis(500)))
+        .await
+        .unwrap()
+        .unwrap_err();
     assert!(matches!(err, SpoolError::Unflushed { writes, .. } if writes as u64 == 40 - committed), "{err}");
     let (lmdb, snap, _) = LmdbSpool::open(dir.path(), &opts).unwrap();
     assert_eq!(snap.inbox.len() as u64, committed, "exactly the reported commits are on disk");

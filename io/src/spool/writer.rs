@@ -1,31 +1,33 @@
-//! The writer thread: owns the LMDB write transaction (heed's `RwTxn` is not
-//! `Send`), drains a queue of [`SpoolWrite`]s, applies what it drained in
-//! one transaction, commits once, and reports the last committed write as
-//! one [`SpoolReport::Committed`]. While it commits, new writes queue up and
-//! form the next group: the fsync rate, not the task rate, bounds the pipe.
+//! The writer thread's handle and what the thread reports.
+//!
+//! The thread ([`super::thread`]) owns the LMDB write transaction (heed's
+//! `RwTxn` is not `Send`), drains a queue of [`SpoolWrite`]s, applies what
+//! it drained in one transaction, commits once, and reports the last
+//! committed write as one [`SpoolReport::Committed`]. While it commits, new
+//! writes queue up and form the next group: the fsync rate, not the task
+//! rate, bounds the pipe. It also reports the free space of the spool's
+//! filesystem ([`SpoolReport::Space`]) after every commit and every second
+//! while idle or stalled, for the lane to decide when to stop intake.
 
-use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tasklane_core::spool::SpoolModelError;
-use tasklane_core::{SpoolOp, SpoolWrite, WriteSeq};
+use tasklane_core::{SpoolWrite, WriteSeq};
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::lock::SpoolLock;
 use super::store::LmdbSpool;
 use super::SpoolError;
 
-/// Most writes in one transaction.
-const MAX_BATCH_WRITES: usize = 4096;
-/// Most payload bytes in one transaction (at least one write always goes).
-const MAX_BATCH_BYTES: usize = 64 << 20;
-/// Retry delays while stalled.
-const STALL_RETRY_FIRST: Duration = Duration::from_millis(100);
-const STALL_RETRY_MAX: Duration = Duration::from_secs(5);
-/// Attempts to flush at close while stalled, before giving up.
-const CLOSE_ATTEMPTS: u32 = 5;
+/// How long [`SpoolWriter::close`] waits.
+pub const DEFAULT_CLOSE_GRACE: Duration = Duration::from_secs(10);
+/// How long the thread goes on trying to commit a stalled queue after its
+/// handle was dropped without a close.
+pub(super) const DROP_GRACE: Duration = Duration::from_secs(3);
 
 /// What the writer thread reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,7 +41,9 @@ pub enum SpoolReport {
         writes: usize,
     },
     /// The spool cannot commit right now (LMDB map at its limit, disk
-    /// full, I/O error). Writes wait in order and are retried; none is lost.
+    /// full, I/O error). Reported once per stall; writes wait in order and
+    /// are retried with backoff, none is lost, and the next `Committed`
+    /// says it is over.
     Stalled {
         /// Why, in one line.
         reason: String,
@@ -52,176 +56,127 @@ pub enum SpoolReport {
         /// Why.
         error: SpoolModelError,
     },
+    /// The spool's filesystem (`statvfs`): bytes available to the
+    /// process, and its size. After every commit, at the start, and about
+    /// every second while idle or stalled.
+    Space {
+        /// Free bytes available to unprivileged users (`f_bavail`).
+        free_bytes: u64,
+        /// Size of the filesystem (`f_blocks`).
+        total_bytes: u64,
+    },
 }
 
-enum Cmd {
+pub(super) enum Cmd {
     Write(SpoolWrite),
-    Close,
+    /// Commit what is queued; while stalled, give up at this instant.
+    Close {
+        give_up_at: Instant,
+    },
 }
 
-/// The handle of the writer thread. Dropping it lets the thread flush what
-/// is queued and stop; [`SpoolWriter::close`] also waits for that.
+/// What the handle and the thread share.
+#[derive(Debug, Default)]
+pub(super) struct Shared {
+    /// Writes queued and not committed yet.
+    pub pending: AtomicUsize,
+    /// Why the spool is stalled, while it is.
+    pub stall: Mutex<Option<String>>,
+}
+
+/// The handle of the writer thread. Dropping it lets the thread commit
+/// what is queued and stop (trying for up to 3 s when stalled);
+/// [`SpoolWriter::close_within`] also waits for that, for a bounded time.
 #[derive(Debug)]
 pub struct SpoolWriter {
     tx: Sender<Cmd>,
-    thread: Option<JoinHandle<Result<(), SpoolError>>>,
-    dir: PathBuf,
+    thread: Option<JoinHandle<()>>,
+    done: Receiver<Result<(), SpoolError>>,
+    shared: Arc<Shared>,
+    dir: std::path::PathBuf,
 }
 
 impl SpoolWriter {
-    pub(super) fn spawn(spool: LmdbSpool, reports: UnboundedSender<SpoolReport>) -> Result<Self, SpoolError> {
+    pub(super) fn spawn(
+        spool: LmdbSpool,
+        reports: UnboundedSender<SpoolReport>,
+        lock: SpoolLock,
+    ) -> Result<Self, SpoolError> {
         let (tx, rx) = mpsc::channel();
+        let (done_tx, done) = mpsc::sync_channel(1);
         let dir = spool.dir().to_path_buf();
+        let shared = Arc::new(Shared::default());
+        let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("tasklane-spool".into())
-            .spawn(move || run(spool, rx, reports))
+            .spawn(move || {
+                let result = super::thread::run(spool, rx, reports, &thread_shared);
+                // The environment is closed (dropped in `run`): now the lock.
+                drop(lock);
+                let _ = done_tx.send(result);
+            })
             .map_err(|e| SpoolError::Io { dir: dir.clone(), source: e })?;
-        Ok(Self { tx, thread: Some(thread), dir })
+        Ok(Self { tx, thread: Some(thread), done, shared, dir })
     }
 
     /// Queues a write. Never blocks.
     pub fn write(&self, write: SpoolWrite) -> Result<(), SpoolError> {
-        self.tx.send(Cmd::Write(write)).map_err(|_| SpoolError::Closed(self.dir.clone()))
+        self.shared.pending.fetch_add(1, Ordering::SeqCst);
+        self.tx.send(Cmd::Write(write)).map_err(|_| {
+            self.shared.pending.fetch_sub(1, Ordering::SeqCst);
+            SpoolError::Closed(self.dir.clone())
+        })
+    }
+
+    /// Writes queued and not committed yet.
+    pub fn pending(&self) -> usize {
+        self.shared.pending.load(Ordering::SeqCst)
+    }
+
+    /// [`Self::close_within`] [`DEFAULT_CLOSE_GRACE`].
+    pub fn close(self) -> Result<(), SpoolError> {
+        self.close_within(DEFAULT_CLOSE_GRACE)
     }
 
     /// Commits what is queued, stops the thread and closes the environment
-    /// (the directory can be opened again afterwards). Blocks: from async
-    /// code, call it through `spawn_blocking`.
-    pub fn close(mut self) -> Result<(), SpoolError> {
-        let _ = self.tx.send(Cmd::Close);
+    /// (the directory can be opened again afterwards), waiting at most
+    /// `grace`. When the spool is stalled (disk full, map at its limit, I/O
+    /// errors) the thread keeps retrying until `grace` is up, then gives
+    /// up; a thread stuck inside a commit (a hung disk) is left behind.
+    /// Either way this returns [`SpoolError::Unflushed`] with the number of
+    /// writes not committed: they were never acked to the broker, which
+    /// still has their tasks and delivers them again; results among them
+    /// were not recorded and are made again when their tasks come back.
+    /// Blocks: from async code, call it through `spawn_blocking`.
+    pub fn close_within(mut self, grace: Duration) -> Result<(), SpoolError> {
+        let give_up_at = Instant::now() + grace;
+        let _ = self.tx.send(Cmd::Close { give_up_at });
         let thread = self.thread.take().expect("joined only here");
-        thread.join().unwrap_or(Err(SpoolError::WriterPanicked(self.dir.clone())))
+        match self.done.recv_timeout(grace + Duration::from_millis(100)) {
+            Ok(result) => {
+                let _ = thread.join();
+                result
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                let _ = thread.join();
+                Err(SpoolError::WriterPanicked(self.dir.clone()))
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                let stall = self.shared.stall.lock().expect("not poisoned").clone();
+                let reason = match stall {
+                    Some(reason) => reason,
+                    None => format!("a commit did not finish within {grace:?}"),
+                };
+                Err(SpoolError::Unflushed { writes: self.pending(), reason })
+            }
+        }
     }
 }
 
 impl Drop for SpoolWriter {
     fn drop(&mut self) {
-        let _ = self.tx.send(Cmd::Close);
-    }
-}
-
-fn payload_len(w: &SpoolWrite) -> usize {
-    match &w.op {
-        SpoolOp::Insert(t) => t.task.body.len(),
-        SpoolOp::Complete { result, .. } => result.body.len(),
-        SpoolOp::Confirmed { .. } => 0,
-    }
-}
-
-/// How many writes from the front of `queue` go into the next group.
-fn group_len(queue: &VecDeque<SpoolWrite>, cap: usize) -> usize {
-    let mut bytes = 0;
-    let mut n = 0;
-    for w in queue.iter().take(cap) {
-        bytes += payload_len(w);
-        if n > 0 && bytes > MAX_BATCH_BYTES {
-            break;
-        }
-        n += 1;
-    }
-    n
-}
-
-struct Writer {
-    spool: LmdbSpool,
-    rx: Receiver<Cmd>,
-    reports: UnboundedSender<SpoolReport>,
-    queue: VecDeque<SpoolWrite>,
-    closing: bool,
-}
-
-impl Writer {
-    fn take(&mut self, cmd: Result<Cmd, ()>) {
-        match cmd {
-            Ok(Cmd::Write(w)) => self.queue.push_back(w),
-            Ok(Cmd::Close) | Err(()) => self.closing = true,
-        }
-    }
-
-    /// Takes what is waiting without blocking.
-    fn drain(&mut self) {
-        loop {
-            match self.rx.try_recv() {
-                Ok(cmd) => self.take(Ok(cmd)),
-                Err(mpsc::TryRecvError::Empty) => return,
-                Err(mpsc::TryRecvError::Disconnected) => return self.take(Err(())),
-            }
-        }
-    }
-
-    /// Waits for `delay`, taking writes as they come.
-    fn pause(&mut self, delay: Duration) {
-        let until = Instant::now() + delay;
-        while !self.closing {
-            let left = until.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(cmd) => self.take(Ok(cmd)),
-                Err(RecvTimeoutError::Timeout) => return,
-                Err(RecvTimeoutError::Disconnected) => self.take(Err(())),
-            }
-        }
-    }
-
-    fn report(&self, r: SpoolReport) {
-        let _ = self.reports.send(r);
-    }
-}
-
-fn run(spool: LmdbSpool, rx: Receiver<Cmd>, reports: UnboundedSender<SpoolReport>) -> Result<(), SpoolError> {
-    let mut w = Writer { spool, rx, reports, queue: VecDeque::new(), closing: false };
-    // A group that fails is split in halves until one fits (the longest
-    // prefix that fits still commits, and writes keep their order); only a
-    // single write that fails stalls the writer.
-    let mut cap = MAX_BATCH_WRITES;
-    let mut stall: Option<(Duration, u32)> = None;
-    loop {
-        if w.queue.is_empty() {
-            if w.closing {
-                return Ok(());
-            }
-            let cmd = w.rx.recv().map_err(|_| ());
-            w.take(cmd);
-        }
-        w.drain();
-        if w.queue.is_empty() {
-            continue;
-        }
-        let n = group_len(&w.queue, cap);
-        let result = w.spool.apply_batch(&w.queue.make_contiguous()[..n]);
-        match result {
-            Ok(refused) => {
-                cap = MAX_BATCH_WRITES;
-                let upto = w.queue[n - 1].seq;
-                w.queue.drain(..n);
-                for (seq, error) in refused {
-                    tracing::error!(seq = seq.0, %error, "spool write refused");
-                    w.report(SpoolReport::Refused { seq, error });
-                }
-                if stall.take().is_some() {
-                    tracing::info!(dir = %w.spool.dir().display(), "spool writes resumed");
-                }
-                w.report(SpoolReport::Committed { upto, writes: n });
-            }
-            Err(_) if n > 1 => cap = n / 2,
-            Err(e) => {
-                let reason = e.to_string();
-                let (delay, attempts) = match stall {
-                    None => {
-                        tracing::error!(dir = %w.spool.dir().display(), %reason, "spool stalled; writes wait");
-                        w.report(SpoolReport::Stalled { reason: reason.clone() });
-                        (STALL_RETRY_FIRST, 1)
-                    }
-                    Some((d, a)) => ((d * 2).min(STALL_RETRY_MAX), a + 1),
-                };
-                stall = Some((delay, attempts));
-                if w.closing && attempts >= CLOSE_ATTEMPTS {
-                    return Err(SpoolError::Unflushed { writes: w.queue.len(), reason });
-                }
-                w.pause(delay);
-                if w.closing {
-                    std::thread::sleep(delay);
-                }
-            }
+        if self.thread.is_some() {
+            let _ = self.tx.send(Cmd::Close { give_up_at: Instant::now() + DROP_GRACE });
         }
     }
 }

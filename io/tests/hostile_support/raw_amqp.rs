@@ -8,6 +8,7 @@ use std::time::Duration;
 
 /// One message as frames carry it: raw `message_id` bytes and a raw,
 /// already encoded header table (the bytes after the table's length).
+#[allow(dead_code)]
 pub struct RawPublish {
     pub message_id: Option<Vec<u8>>,
     pub header_table: Option<Vec<u8>>,
@@ -25,6 +26,7 @@ fn longstr(out: &mut Vec<u8>, s: &[u8]) {
 }
 
 /// A header table entry `name` = long string `value` (any bytes).
+#[allow(dead_code)]
 pub fn string_entry(table: &mut Vec<u8>, name: &str, value: &[u8]) {
     shortstr(table, name.as_bytes());
     table.push(b'S');
@@ -74,7 +76,34 @@ impl Conn {
 /// Publishes `msgs` persistently to the default exchange under
 /// `routing_key` in `vhost` (guest/guest on 127.0.0.1:5672), each under a
 /// publisher confirm, and closes.
+#[allow(dead_code)]
 pub fn publish(vhost: &str, routing_key: &str, msgs: &[RawPublish]) {
+    let encoded: Vec<(Vec<u8>, Vec<u8>)> = msgs
+        .iter()
+        .map(|m| {
+            let mut props = Vec::new();
+            let mut flags = 1u16 << 12; // delivery-mode
+            flags |= u16::from(m.header_table.is_some()) << 13;
+            flags |= u16::from(m.message_id.is_some()) << 7;
+            props.extend_from_slice(&flags.to_be_bytes());
+            if let Some(t) = &m.header_table {
+                longstr(&mut props, t);
+            }
+            props.push(2); // persistent
+            if let Some(id) = &m.message_id {
+                shortstr(&mut props, id);
+            }
+            (props, m.body.clone())
+        })
+        .collect();
+    publish_encoded(vhost, "", routing_key.as_bytes(), &encoded);
+}
+
+/// Publishes messages given as (encoded basic properties, body) to
+/// `exchange` under `routing_key` (any bytes) in `vhost` under publisher
+/// confirms (all sent, then every confirm awaited: a persistent message's
+/// confirm waits for the broker's disk), and closes.
+pub fn publish_encoded(vhost: &str, exchange: &str, routing_key: &[u8], msgs: &[(Vec<u8>, Vec<u8>)]) {
     let stream = TcpStream::connect("127.0.0.1:5672").expect("RabbitMQ on 127.0.0.1:5672");
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut c = Conn(stream);
@@ -100,32 +129,26 @@ pub fn publish(vhost: &str, routing_key: &str, msgs: &[RawPublish]) {
     c.expect(20, 11);
     c.method(1, 85, 10, &[0]); // confirm.select, wait for the answer
     c.expect(85, 11);
-    for m in msgs {
+    for (props, body) in msgs {
         let mut args = 0u16.to_be_bytes().to_vec();
-        shortstr(&mut args, b"");
-        shortstr(&mut args, routing_key.as_bytes());
+        shortstr(&mut args, exchange.as_bytes());
+        shortstr(&mut args, routing_key);
         args.push(0);
         c.method(1, 60, 40, &args); // basic.publish
         let mut header = Vec::new();
         header.extend_from_slice(&60u16.to_be_bytes());
         header.extend_from_slice(&0u16.to_be_bytes());
-        header.extend_from_slice(&(m.body.len() as u64).to_be_bytes());
-        let mut flags = 1u16 << 12; // delivery-mode
-        flags |= u16::from(m.header_table.is_some()) << 13;
-        flags |= u16::from(m.message_id.is_some()) << 7;
-        header.extend_from_slice(&flags.to_be_bytes());
-        if let Some(t) = &m.header_table {
-            longstr(&mut header, t);
-        }
-        header.push(2); // persistent
-        if let Some(id) = &m.message_id {
-            shortstr(&mut header, id);
-        }
+        header.extend_from_slice(&(body.len() as u64).to_be_bytes());
+        header.extend_from_slice(props);
         c.frame(2, 1, &header);
-        if !m.body.is_empty() {
-            c.frame(3, 1, &m.body);
+        for chunk in body.chunks(100_000) {
+            c.frame(3, 1, chunk);
         }
-        c.expect(60, 80); // basic.ack
+    }
+    let mut confirmed = 0;
+    while confirmed < msgs.len() as u64 {
+        let ack = c.expect(60, 80); // basic.ack: delivery tag, multiple
+        confirmed = confirmed.max(u64::from_be_bytes(ack[..8].try_into().unwrap()));
     }
     let mut args = 200u16.to_be_bytes().to_vec();
     shortstr(&mut args, b"bye");

@@ -17,16 +17,22 @@
 //!
 //! [`MemorySpool`]: tasklane_core::MemorySpool
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use heed::types::Bytes;
-use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, MdbError, RwTxn};
+use heed::{CommitOrAbort, Database, Env, MdbError, RwTxn};
 use tasklane_core::codec::{self, DecodeError};
 use tasklane_core::spool::SpoolModelError;
 use tasklane_core::{OutboxSeq, SpoolOp, SpoolSnapshot, SpoolWrite, StoredResult, StoredTask, TaskId, WriteSeq};
 
+mod files;
+mod recover;
+
+use files::check_not_truncated;
+use recover::open_env;
+
+use super::mirror::{Completed, Mirror, Undo};
 use super::{SpoolError, SpoolOptions};
 
 const FORMAT_KEY: &[u8] = b"format";
@@ -88,29 +94,22 @@ impl fmt::Display for CorruptRecord {
     }
 }
 
-/// What the spool holds besides the records themselves, mirrored in memory
-/// so that ops can be checked (and located) without reading the database.
-#[derive(Clone, Debug, Default)]
-struct Mirror {
-    inbox: BTreeMap<TaskId, u64>,
-    outbox: BTreeSet<u64>,
-    completed: BTreeMap<u64, TaskId>,
-    completed_keys: BTreeMap<TaskId, BTreeSet<u64>>,
-    next_arrival: u64,
-    next_outbox: u64,
-    next_completed: u64,
-}
-
 /// The LMDB spool, driven synchronously. [`super::open`] wraps it in the
 /// writer thread; tests and tools use it directly.
 pub struct LmdbSpool {
-    env: Env,
+    /// `None` after a failure that needed the environment reopened, until
+    /// the reopen succeeds.
+    env: Option<Env>,
     inbox: Db,
     outbox: Db,
     completed: Db,
     meta: Db,
     quarantine: Db,
     mirror: Mirror,
+    #[cfg(test)]
+    fail_after: Option<(usize, heed::Error)>,
+    #[cfg(test)]
+    reopens: usize,
     map_size: usize,
     max_map_size: usize,
     dir: PathBuf,
@@ -150,44 +149,27 @@ impl LmdbSpool {
         std::fs::create_dir_all(dir).map_err(|e| SpoolError::Io { dir: dir.to_path_buf(), source: e })?;
         check_not_truncated(dir)?;
         let lmdb = |e: heed::Error| SpoolError::Lmdb { dir: dir.to_path_buf(), source: e };
-        let env = unsafe {
-            // SAFETY: the spool directory belongs to this spool; tasklane
-            // never modifies the files other than through LMDB.
-            EnvOpenOptions::new().map_size(round_up(opts.map_size)).max_dbs(8).open(dir)
-        }
-        .map_err(|e| match e {
+        let (env, dbs) = open_env(dir, round_up(opts.map_size)).map_err(|e| match e {
             heed::Error::EnvAlreadyOpened => SpoolError::AlreadyOpen(dir.to_path_buf()),
             e => lmdb(e),
         })?;
-        let wtxn = env.write_txn().map_err(lmdb)?;
-        let created = env
-            .create_databases_and_commit(wtxn, |dbo, wtxn| -> Result<_, heed::Error> {
-                let inbox = dbo.create_database::<Bytes, Bytes>(wtxn, Some("inbox"))?;
-                let outbox = dbo.create_database::<Bytes, Bytes>(wtxn, Some("outbox"))?;
-                let completed = dbo.create_database::<Bytes, Bytes>(wtxn, Some("completed"))?;
-                let meta = dbo.create_database::<Bytes, Bytes>(wtxn, Some("meta"))?;
-                let quarantine = dbo.create_database::<Bytes, Bytes>(wtxn, Some("quarantine"))?;
-                match meta.get(wtxn, FORMAT_KEY)? {
-                    None => meta.put(wtxn, FORMAT_KEY, &FORMAT.to_be_bytes())?,
-                    Some(v) if v == FORMAT.to_be_bytes() => {}
-                    Some(v) => return Ok(CommitOrAbort::Abort(v.to_vec())),
-                }
-                Ok(CommitOrAbort::Commit((inbox, outbox, completed, meta, quarantine)))
-            })
-            .map_err(lmdb)?;
-        let (inbox, outbox, completed, meta, quarantine) = match created {
+        let [inbox, outbox, completed, meta, quarantine] = match dbs {
             CommitOrAbort::Commit(dbs) => dbs,
             CommitOrAbort::Abort(found) => return Err(SpoolError::Format { dir: dir.to_path_buf(), found }),
         };
         let map_size = env.info().map_size;
         let mut spool = Self {
-            env,
+            env: Some(env),
             inbox,
             outbox,
             completed,
             meta,
             quarantine,
             mirror: Mirror::default(),
+            #[cfg(test)]
+            fail_after: None,
+            #[cfg(test)]
+            reopens: 0,
             map_size,
             max_map_size: round_up(opts.max_map_size).max(map_size),
             dir: dir.to_path_buf(),
@@ -226,119 +208,120 @@ impl LmdbSpool {
     }
 
     /// [`Self::apply`], growing the map when it is full, for the writer.
+    ///
+    /// Any failure leaves the spool as its last commit left it and usable
+    /// again: the transaction is aborted, the mirror undone, and when LMDB
+    /// has marked the environment unusable (`MDB_PANIC`: a failed write of
+    /// its meta page) the environment is closed and opened again, here or
+    /// at the next call if that fails too. A short write on a full disk
+    /// (LMDB says "Input/output error") needs no reopen: the next
+    /// transaction works once there is room.
     pub(crate) fn apply_batch(
         &mut self,
         writes: &[SpoolWrite],
     ) -> Result<Vec<(WriteSeq, SpoolModelError)>, BatchError> {
         loop {
-            match self.try_apply(writes) {
+            let e = match self.try_apply(writes) {
                 Ok(refused) => return Ok(refused),
-                Err(e) => {
-                    // The transaction is gone: bring the mirror back to disk.
-                    self.load().map_err(BatchError::Lmdb)?;
-                    if !matches!(e, heed::Error::Mdb(MdbError::MapFull)) {
-                        return Err(BatchError::Lmdb(e));
+                Err(e) => e,
+            };
+            if !matches!(e, heed::Error::Mdb(MdbError::MapFull)) {
+                if self.needs_reopen(&e) {
+                    tracing::warn!(dir = %self.dir.display(), "LMDB environment unusable after {e}; reopening it");
+                    if let Err(again) = self.reopen() {
+                        tracing::error!(dir = %self.dir.display(), "reopening the LMDB environment failed: {again}");
                     }
-                    if self.map_size >= self.max_map_size {
-                        return Err(BatchError::Full { map_size: self.map_size });
-                    }
-                    let new_size = self.map_size.saturating_mul(2).min(self.max_map_size);
-                    // SAFETY: this thread owns the environment and no
-                    // transaction is open (the failed one was aborted).
-                    unsafe { self.env.resize(new_size) }.map_err(BatchError::Lmdb)?;
-                    self.map_size = self.env.info().map_size;
-                    tracing::info!(dir = %self.dir.display(), map_mib = self.map_size / MIB, "spool map grown");
                 }
+                return Err(BatchError::Lmdb(e));
             }
+            if self.map_size >= self.max_map_size {
+                return Err(BatchError::Full { map_size: self.map_size });
+            }
+            let new_size = self.map_size.saturating_mul(2).min(self.max_map_size);
+            let env = self.env().map_err(BatchError::Lmdb)?;
+            // SAFETY: this thread owns the environment and no transaction
+            // is open (the failed one was aborted).
+            unsafe { env.resize(new_size) }.map_err(BatchError::Lmdb)?;
+            self.map_size = env.info().map_size;
+            tracing::info!(dir = %self.dir.display(), map_mib = self.map_size / MIB, "spool map grown");
         }
     }
 
     fn try_apply(&mut self, writes: &[SpoolWrite]) -> Result<Vec<(WriteSeq, SpoolModelError)>, heed::Error> {
-        let env = self.env.clone();
+        let env = self.env()?;
         let mut wtxn = env.write_txn()?;
+        let mut undo = self.mirror.begin();
+        let result = self.write_all(&mut wtxn, writes, &mut undo).and_then(|refused| wtxn.commit().map(|()| refused));
+        if result.is_err() {
+            // The transaction is gone (aborted by drop or by the failed
+            // commit): so are its changes to the mirror.
+            self.mirror.rollback(undo);
+        }
+        result
+    }
+
+    fn write_all(
+        &mut self,
+        wtxn: &mut RwTxn<'_>,
+        writes: &[SpoolWrite],
+        undo: &mut Undo,
+    ) -> Result<Vec<(WriteSeq, SpoolModelError)>, heed::Error> {
         let mut refused = Vec::new();
         let before = (self.mirror.next_arrival, self.mirror.next_outbox);
         for w in writes {
-            if let Err(e) = self.check(&w.op) {
+            #[cfg(test)]
+            self.injected_failure()?;
+            if let Err(e) = self.mirror.check(&w.op) {
                 refused.push((w.seq, e));
                 continue;
             }
-            self.write_op(&mut wtxn, &w.op)?;
+            self.write_op(wtxn, &w.op, undo)?;
         }
         if self.mirror.next_arrival != before.0 {
-            self.meta.put(&mut wtxn, NEXT_ARRIVAL_KEY, &self.mirror.next_arrival.to_be_bytes())?;
+            self.meta.put(wtxn, NEXT_ARRIVAL_KEY, &self.mirror.next_arrival.to_be_bytes())?;
         }
         if self.mirror.next_outbox != before.1 {
-            self.meta.put(&mut wtxn, NEXT_OUTBOX_KEY, &self.mirror.next_outbox.to_be_bytes())?;
+            self.meta.put(wtxn, NEXT_OUTBOX_KEY, &self.mirror.next_outbox.to_be_bytes())?;
         }
-        wtxn.commit()?;
+        #[cfg(test)]
+        self.injected_failure()?;
         Ok(refused)
     }
 
-    /// Whether `op` fits the spool's content, as `MemorySpool::apply` decides.
-    fn check(&self, op: &SpoolOp) -> Result<(), SpoolModelError> {
-        let m = &self.mirror;
-        match op {
-            SpoolOp::Insert(t) => {
-                if m.inbox.contains_key(&t.task.id) {
-                    return Err(SpoolModelError::DuplicateInsert(t.task.id.clone()));
-                }
-                if t.arrival < m.next_arrival {
-                    return Err(SpoolModelError::OutOfOrder(t.arrival));
-                }
+    /// Counts down the writes before an injected failure.
+    #[cfg(test)]
+    fn injected_failure(&mut self) -> Result<(), heed::Error> {
+        match &mut self.fail_after {
+            Some((0, _)) => Err(self.fail_after.take().expect("set").1),
+            Some((n, _)) => {
+                *n -= 1;
+                Ok(())
             }
-            SpoolOp::Complete { seq, result, .. } => {
-                if !m.inbox.contains_key(&result.task) {
-                    return Err(SpoolModelError::NotInInbox(result.task.clone()));
-                }
-                if seq.0 < m.next_outbox {
-                    return Err(SpoolModelError::OutOfOrder(seq.0));
-                }
-            }
-            SpoolOp::Confirmed { seq } => {
-                if !m.outbox.contains(&seq.0) {
-                    return Err(SpoolModelError::NotInOutbox(seq.0));
-                }
-            }
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Writes a checked op and updates the mirror.
-    fn write_op(&mut self, wtxn: &mut RwTxn<'_>, op: &SpoolOp) -> Result<(), heed::Error> {
+    fn write_op(&mut self, wtxn: &mut RwTxn<'_>, op: &SpoolOp, undo: &mut Undo) -> Result<(), heed::Error> {
         let (inbox, outbox, completed) = (self.inbox, self.outbox, self.completed);
-        let m = &mut self.mirror;
         match op {
             SpoolOp::Insert(t) => {
                 inbox.put(wtxn, &t.arrival.to_be_bytes(), &codec::encode_task(&t.task))?;
-                m.inbox.insert(t.task.id.clone(), t.arrival);
-                m.next_arrival = t.arrival + 1;
+                self.mirror.insert(undo, &t.task.id, t.arrival);
             }
             SpoolOp::Complete { seq, result, forget } => {
-                let arrival = m.inbox.remove(&result.task).expect("checked");
+                let Completed { arrival, key, forgotten } =
+                    self.mirror.complete(undo, &result.task, seq.0, forget.as_ref());
                 inbox.delete(wtxn, &arrival.to_be_bytes())?;
                 outbox.put(wtxn, &seq.0.to_be_bytes(), &codec::encode_result(result))?;
-                m.outbox.insert(seq.0);
-                m.next_outbox = seq.0 + 1;
-                let key = m.next_completed;
-                m.next_completed += 1;
                 completed.put(wtxn, &key.to_be_bytes(), result.task.as_str().as_bytes())?;
-                m.completed.insert(key, result.task.clone());
-                m.completed_keys.entry(result.task.clone()).or_default().insert(key);
-                if let Some(f) = forget {
-                    if let Some(keys) = m.completed_keys.get_mut(f) {
-                        let oldest = keys.pop_first().expect("sets in the map are never empty");
-                        if keys.is_empty() {
-                            m.completed_keys.remove(f);
-                        }
-                        m.completed.remove(&oldest);
-                        completed.delete(wtxn, &oldest.to_be_bytes())?;
-                    }
+                if let Some(oldest) = forgotten {
+                    completed.delete(wtxn, &oldest.to_be_bytes())?;
                 }
             }
             SpoolOp::Confirmed { seq } => {
                 outbox.delete(wtxn, &seq.0.to_be_bytes())?;
-                m.outbox.remove(&seq.0);
+                self.mirror.confirm(undo, seq.0);
             }
         }
         Ok(())
@@ -346,7 +329,8 @@ impl LmdbSpool {
 
     /// Reads everything, rebuilds the mirror, and lists damaged records.
     fn load(&mut self) -> Result<(SpoolSnapshot, Vec<CorruptRecord>), heed::Error> {
-        let rtxn = self.env.read_txn()?;
+        let env = self.env()?;
+        let rtxn = env.read_txn()?;
         let mut snap = SpoolSnapshot::default();
         let mut corrupt = Vec::new();
         let mut mirror = Mirror::default();
@@ -406,7 +390,8 @@ impl LmdbSpool {
 
     /// Moves damaged records to the quarantine database.
     fn quarantine_records(&mut self, records: &[CorruptRecord]) -> Result<(), heed::Error> {
-        let rtxn = self.env.read_txn()?;
+        let env = self.env()?;
+        let rtxn = env.read_txn()?;
         let mut moves = Vec::new();
         for (db, kind) in [
             (self.inbox, RecordKind::Inbox),
@@ -422,7 +407,7 @@ impl LmdbSpool {
             }
         }
         drop(rtxn);
-        let mut wtxn = self.env.write_txn()?;
+        let mut wtxn = env.write_txn()?;
         for (db, kind, k, v) in moves {
             let name = format!("{}/{}", kind.name(), hex(&k));
             self.quarantine.put(&mut wtxn, name.as_bytes(), &v)?;
@@ -447,48 +432,4 @@ fn hex(bytes: &[u8]) -> String {
 /// Rounds up to a whole MiB, a multiple of every page size in use.
 fn round_up(bytes: usize) -> usize {
     bytes.div_ceil(MIB).max(1) * MIB
-}
-
-/// Refuses a `data.mdb` shorter than its newest meta page says. LMDB maps
-/// the file and trusts it: a read of a page past the end of a truncated
-/// file is a SIGBUS, not an error. An empty file where a spool was is
-/// refused too (LMDB would start a new, empty spool over it). A missing
-/// file is a new spool; a file LMDB does not recognise is left to LMDB,
-/// which reports `MDB_INVALID`.
-fn check_not_truncated(dir: &Path) -> Result<(), SpoolError> {
-    let path = dir.join("data.mdb");
-    let io = |e| SpoolError::Io { dir: dir.to_path_buf(), source: e };
-    let file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io(e)),
-    };
-    let size = file.metadata().map_err(io)?.len();
-    // The two meta pages, at most 64 KiB each.
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut std::io::Read::take(file, 2 * 65536), &mut bytes).map_err(io)?;
-    let truncated = |needed| Err(SpoolError::Truncated { dir: dir.to_path_buf(), size, needed });
-    if bytes.is_empty() {
-        return truncated(2 * 4096);
-    }
-    // A meta page: 16 bytes of page header, then MDB_meta (64-bit LMDB):
-    // magic u32, version u32, address, map size, two MDB_db of 48 bytes
-    // (the first one's u32 pad holds the page size), last page, txn id.
-    let word = |at: usize| bytes.get(at..at + 8).map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")));
-    let meta = |page: usize| -> Option<(u64, u64)> {
-        let magic = u32::from_ne_bytes(bytes.get(page + 16..page + 20)?.try_into().ok()?);
-        (magic == 0xBEEF_C0DE).then_some((word(page + 144)?, word(page + 136)?))
-    };
-    let Some(first) = meta(0) else { return Ok(()) };
-    let page_size = u32::from_ne_bytes(bytes[40..44].try_into().expect("4 bytes")) as usize;
-    if !(512..=65536).contains(&page_size) {
-        return Ok(());
-    }
-    // The newer of the two meta pages (by txn id) names the last page.
-    let (_, last_page) = meta(page_size).map_or(first, |second| first.max(second));
-    let needed = (last_page + 1).saturating_mul(page_size as u64);
-    if size < needed {
-        return truncated(needed);
-    }
-    Ok(())
 }
