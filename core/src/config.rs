@@ -60,6 +60,12 @@ pub struct Config {
     pub max_spooled_tasks: usize,
     /// Most payload bytes the spool holds (inbox plus outbox).
     pub max_spooled_bytes: u64,
+    /// Bytes of the spool's filesystem kept free: below it (with the
+    /// results' reserve) intake waits for space.
+    pub min_free_bytes: u64,
+    /// Room kept per task the spool holds, to record its result and its
+    /// dedup entry even on a full disk (set it to a typical result size).
+    pub result_reserve_bytes: u64,
     /// Largest task body accepted; a larger one is rejected (dead-lettered).
     pub max_body_bytes: usize,
     /// Most headers a task may carry; more is rejected as hostile.
@@ -126,6 +132,8 @@ impl Config {
             consume_mode: ConsumeMode::SingleActive,
             max_spooled_tasks: 100_000,
             max_spooled_bytes: 1 << 30,
+            min_free_bytes: 16 << 20,
+            result_reserve_bytes: 4 << 10,
             max_body_bytes: 16 << 20,
             max_headers: 64,
             completed_window: 100_000,

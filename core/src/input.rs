@@ -147,6 +147,13 @@ pub enum Input {
         /// Why, for status and logs.
         reason: String,
     },
+    /// How many bytes the spool may still use: free on its filesystem plus
+    /// what its file holds free for reuse. Reported after commits and now
+    /// and then; intake waits while it runs low (`Config::min_free_bytes`).
+    SpoolSpace {
+        /// Bytes.
+        available_bytes: u64,
+    },
     /// The spool refused write `seq` because it does not fit what the spool
     /// holds (a bug of core or of the spool, never of the peer). The write
     /// changed nothing; later writes still apply, and a commit report still
@@ -202,6 +209,7 @@ impl Input {
             Input::SpoolCommitted { .. } => "SpoolCommitted",
             Input::SpoolStalled { .. } => "SpoolStalled",
             Input::SpoolRefused { .. } => "SpoolRefused",
+            Input::SpoolSpace { .. } => "SpoolSpace",
             Input::Complete { .. } => "Complete",
             Input::Timeout => "Timeout",
             Input::Shutdown => "Shutdown",

@@ -197,12 +197,14 @@ pub enum Event {
         /// AMQP reply text.
         text: String,
     },
-    /// The spool cannot take more right now; intake waits.
+    /// The spool takes no more tasks right now (its writer cannot commit,
+    /// or disk space is low); intake waits, what is spooled goes on.
+    /// [`crate::Lane::spool_full`] says why while it lasts.
     SpoolFull {
         /// Why.
         reason: String,
     },
-    /// The spool committed again after [`Event::SpoolFull`].
+    /// The spool takes tasks again after [`Event::SpoolFull`].
     SpoolRecovered,
     /// The spool refused a write (a bug, not a fault of the peer): the
     /// write changed nothing.

@@ -99,7 +99,7 @@ async fn a_full_disk_stalls_the_spool_and_it_resumes_by_itself_when_space_return
                 stalled_at = committed;
                 stalls.push(reason);
             }
-            SpoolReport::Space { free_bytes, total_bytes } if !stalls.is_empty() => {
+            SpoolReport::Space { free_bytes, total_bytes, .. } if !stalls.is_empty() => {
                 assert_eq!(total_bytes, 40 * MIB);
                 low = Some(free_bytes);
             }

@@ -138,7 +138,8 @@ impl Lane {
                     Known::Durable => Gate::Open,
                 }
             }
-            None if self.inbox.has_room(task.body.len() as u64) => {
+            None if self.inbox.has_room(task.body.len() as u64) && self.disk_has_room(task.body.len() as u64) => {
+                self.disk_admitted(task.body.len() as u64);
                 let seq = WriteSeq(self.issued + 1);
                 let arrival = self.inbox.insert(seq, task.clone());
                 let written = self.write(SpoolOp::Insert(StoredTask { arrival, task: task.clone() }));
@@ -151,6 +152,11 @@ impl Lane {
         let gate = if self.cfg.sabotage.ack_before_commit { Gate::Open } else { gate };
         self.intake.unsettled.insert(tag, gate);
         true
+    }
+
+    /// Whether no delivery waits for room.
+    pub(super) fn intake_unheld(&self) -> bool {
+        self.intake.held.is_empty()
     }
 
     /// Room may have opened in the spool: admit held deliveries in order.

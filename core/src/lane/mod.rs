@@ -15,6 +15,7 @@ mod intake;
 mod outbox;
 mod session;
 mod shutdown;
+mod space;
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -58,8 +59,12 @@ pub struct Lane {
     /// Spool writes issued (the last one's position) and committed.
     issued: u64,
     committed: u64,
-    /// The spool reported a stall and has not committed since.
-    spool_stalled: bool,
+    /// The spool reported a stall (why) and has not committed since.
+    spool_stalled: Option<String>,
+    /// Disk space: what the spool may still use, and whether intake waits.
+    space: space::Space,
+    /// The last spool-full state reported as an event.
+    spool_full_reported: Option<String>,
     /// Shutting down, until this deadline.
     shutdown: Option<Instant>,
     /// `Event::ShutdownIncomplete` was emitted.
@@ -89,7 +94,9 @@ impl Lane {
             ids: IdSource::default(),
             issued: 0,
             committed: 0,
-            spool_stalled: false,
+            spool_stalled: None,
+            space: space::Space::default(),
+            spool_full_reported: None,
             shutdown: None,
             shutdown_reported: false,
             inbox: Inbox::new(&cfg, &snapshot),
@@ -141,9 +148,10 @@ impl Lane {
             Input::Returned { channel, message_id, code, text } => self.on_returned(channel, message_id, code, text),
             Input::SpoolCommitted { upto } => self.on_spool_committed(now, upto),
             Input::SpoolStalled { reason } => {
-                self.spool_stalled = true;
-                self.emit(Event::SpoolFull { reason });
+                self.spool_stalled = Some(format!("spool cannot commit: {reason}"));
+                self.refresh_spool_full();
             }
+            Input::SpoolSpace { available_bytes } => self.on_spool_space(available_bytes),
             Input::SpoolRefused { seq, reason } => {
                 self.counters.spool_refused += 1;
                 self.emit(Event::SpoolRefused { seq, reason });
@@ -248,8 +256,8 @@ impl Lane {
             return;
         }
         self.committed = upto.0;
-        if std::mem::take(&mut self.spool_stalled) {
-            self.emit(Event::SpoolRecovered);
+        if self.spool_stalled.take().is_some() {
+            self.refresh_spool_full();
         }
         for task in self.inbox.committed(upto) {
             self.counters.spooled += 1;

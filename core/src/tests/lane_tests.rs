@@ -460,7 +460,10 @@ fn a_stalled_spool_reports_full_then_recovered() {
     w.step();
     let tail: Vec<_> =
         w.events.iter().filter(|e| matches!(e, Event::SpoolFull { .. } | Event::SpoolRecovered)).collect();
-    assert_eq!(tail, [&Event::SpoolFull { reason: "map full at limit".into() }, &Event::SpoolRecovered]);
+    assert_eq!(
+        tail,
+        [&Event::SpoolFull { reason: "spool cannot commit: map full at limit".into() }, &Event::SpoolRecovered]
+    );
     assert_eq!(w.acks().len(), 1);
 }
 

@@ -111,3 +111,38 @@ fn shutdown_without_a_connection_is_drained_at_once() {
     assert!(w.lane.is_drained());
     assert_eq!(w.lane.poll_timeout(), None);
 }
+
+#[test]
+fn low_disk_space_holds_intake_without_acking_and_it_resumes_when_space_returns() {
+    let mut c = cfg();
+    c.min_free_bytes = 1000;
+    c.result_reserve_bytes = 1;
+    c.prefetch = 4;
+    let mut w = World::new(c);
+    w.app.auto_complete = false;
+    w.drive();
+    // Room for the floor, the reserve of two tasks and two bodies (twice).
+    let body = task_msg("t0").body.len() as u64;
+    w.feed(Input::SpoolSpace { available_bytes: 1000 + 2 + 2 * 2 * body });
+    for i in 0..4 {
+        w.submit(&format!("t{i}"));
+    }
+    w.drive();
+    assert_eq!(w.lane.inbox_len(), 2, "two tasks fit the space left (a third would eat the floor)");
+    assert_eq!(w.lane.counters().acked, 2, "held deliveries are not acked");
+    let reason = w.lane.spool_full().expect("the lane says why it waits").to_owned();
+    assert!(reason.contains("disk space low"), "{reason}");
+    assert!(w.events.contains(&Event::SpoolFull { reason: reason.clone() }));
+    // Results still go out while intake waits.
+    w.app.auto_complete = true;
+    w.drive();
+    assert_eq!(w.lane.counters().confirmed, 2);
+    assert!(w.lane.spool_full().is_some());
+    // Space returns: the held deliveries go in, in order.
+    w.feed(Input::SpoolSpace { available_bytes: 1 << 30 });
+    w.drive();
+    assert_eq!(w.lane.spool_full(), None);
+    assert_eq!(w.events.iter().filter(|e| **e == Event::SpoolRecovered).count(), 1);
+    assert_eq!(w.converged(), None);
+    assert_eq!(w.lane.counters().acked, 4);
+}

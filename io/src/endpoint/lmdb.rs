@@ -27,6 +27,9 @@ fn report_input(report: SpoolReport) -> Option<Input> {
         SpoolReport::Committed { upto, .. } => Some(Input::SpoolCommitted { upto }),
         SpoolReport::Stalled { reason } => Some(Input::SpoolStalled { reason }),
         SpoolReport::Refused { seq, error } => Some(Input::SpoolRefused { seq, reason: error.to_string() }),
+        SpoolReport::Space { free_bytes, reusable_bytes, .. } => {
+            Some(Input::SpoolSpace { available_bytes: free_bytes.saturating_add(reusable_bytes) })
+        }
         #[allow(unreachable_patterns)]
         _ => None,
     }

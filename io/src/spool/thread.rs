@@ -124,7 +124,10 @@ impl Writer<'_> {
     fn report_space(&mut self) {
         self.last_space = Instant::now();
         match space(self.spool.dir()) {
-            Ok((free_bytes, total_bytes)) => self.report(SpoolReport::Space { free_bytes, total_bytes }),
+            Ok((free_bytes, total_bytes)) => {
+                let reusable_bytes = self.spool.reusable_bytes();
+                self.report(SpoolReport::Space { free_bytes, total_bytes, reusable_bytes })
+            }
             Err(e) => tracing::warn!(dir = %self.spool.dir().display(), "statvfs failed: {e}"),
         }
     }

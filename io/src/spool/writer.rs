@@ -64,6 +64,9 @@ pub enum SpoolReport {
         free_bytes: u64,
         /// Size of the filesystem (`f_blocks`).
         total_bytes: u64,
+        /// Room inside the spool file LMDB will reuse
+        /// ([`LmdbSpool::reusable_bytes`](super::LmdbSpool::reusable_bytes)).
+        reusable_bytes: u64,
     },
 }
 

@@ -181,6 +181,24 @@ impl LmdbSpool {
         Ok((spool, snapshot, corrupt))
     }
 
+    /// Bytes inside `data.mdb` that LMDB holds free for reuse: pages below
+    /// its high-water mark that no database uses. Deleting records never
+    /// shrinks the file, so this is the room a full filesystem still has
+    /// for the spool. Zero when it cannot be told.
+    pub fn reusable_bytes(&self) -> u64 {
+        let Some(env) = &self.env else { return 0 };
+        let info = env.info();
+        let Ok(rtxn) = env.read_txn() else { return 0 };
+        let mut used: u64 = 3; // two meta pages and the main database's root
+        for db in [&self.inbox, &self.outbox, &self.completed, &self.meta, &self.quarantine] {
+            if let Ok(stat) = db.stat(&rtxn) {
+                used += (stat.branch_pages + stat.leaf_pages + stat.overflow_pages) as u64;
+            }
+        }
+        let page = u64::from(env.unnamed_database_stat().page_size);
+        (info.last_page_number as u64 + 1).saturating_sub(used) * page
+    }
+
     /// The directory of the spool.
     pub fn dir(&self) -> &Path {
         &self.dir
