@@ -153,6 +153,11 @@ impl Vhost {
         &self.name
     }
 
+    /// The broker it is on.
+    pub fn broker(&self) -> Broker {
+        self.broker
+    }
+
     /// `amqp://guest:guest@127.0.0.1:5672/<vhost>`, straight to the broker
     /// (to its AMQP address).
     pub fn url(&self) -> String {
