@@ -1,5 +1,11 @@
 //! The service side: provision, submit, results, task tracking (SPEC §5).
 //!
+//! Each piece takes either a connection of the caller's (and ends with an
+//! error when it is lost), or [`Brokers`], a list of nodes: then it
+//! connects to the first that answers and moves to another when that one
+//! fails ([`Brokers::provision`], [`Submitter::connect`],
+//! [`Results::connect`]).
+//!
 //! ```no_run
 //! # async fn example(conn: amqprs::connection::Connection) -> Result<(), tasklane_io::service::ServiceError> {
 //! use bytes::Bytes;

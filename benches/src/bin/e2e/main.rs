@@ -282,7 +282,8 @@ async fn run(args: Args) -> Result<(), BenchError> {
             eprintln!("  raw pipe: {:.0}/s", n as f64 / secs(t));
             broker.purge_results().await?;
         }
-        if args.tasklane(Scenario::Pipe) {
+        // Also the baseline of the cluster rows.
+        if args.tasklane(Scenario::Pipe) || args.tasklane(Scenario::Cluster) {
             let ep = broker.endpoint("tasklane-pipe").await?;
             broker.prefill(&ep, n).await?;
             let (t, cpu) = lane::pipe(&broker, &ep, n, args.prefetch).await?;
