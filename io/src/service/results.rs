@@ -134,9 +134,12 @@ impl Results {
     /// `results` there; moves to another node when that one fails.
     pub async fn connect(brokers: &Brokers, store: TaskStore, options: ResultsOptions) -> Result<Self, ServiceError> {
         let intake = intake(&store, &options)?;
-        let link = Link::open(brokers).await?;
+        let mut link = Link::open(brokers).await?;
         match Channels::start(link.connection(), options.prefetch, Some(link.lost())).await {
-            Ok(channels) => Ok(Self::with(Some(link), channels, store, intake, options)),
+            Ok(channels) => {
+                link.healthy();
+                Ok(Self::with(Some(link), channels, store, intake, options))
+            }
             Err(e) => {
                 link.close().await;
                 Err(e)
@@ -369,7 +372,10 @@ impl Results {
         let channels = loop {
             link.reconnect().await?;
             match Channels::start(link.connection(), self.options.prefetch, Some(link.lost())).await {
-                Ok(channels) => break channels,
+                Ok(channels) => {
+                    link.healthy();
+                    break channels;
+                }
                 Err(e) if is_connection_failure(&e) => continue,
                 Err(e) => return Err(e),
             }

@@ -139,10 +139,13 @@ impl Submitter {
     /// confirm-mode channel there; moves to another node when that one
     /// fails.
     pub async fn connect(brokers: &Brokers, store: TaskStore) -> Result<Self, ServiceError> {
-        let link = Link::open(brokers).await?;
+        let mut link = Link::open(brokers).await?;
         let opened = ConfirmChannel::open_watched(link.connection(), Some(link.lost())).await;
         match opened {
-            Ok(channel) => Ok(Self::with(Some(link), channel, store)),
+            Ok(channel) => {
+                link.healthy();
+                Ok(Self::with(Some(link), channel, store))
+            }
             Err(e) => {
                 link.close().await;
                 Err(e)
@@ -343,6 +346,7 @@ impl Submitter {
             match ConfirmChannel::open_watched(link.connection(), Some(link.lost())).await {
                 Ok(channel) => {
                     self.channel = channel;
+                    link.healthy();
                     break;
                 }
                 Err(e) if is_connection_failure(&e) => continue,
