@@ -421,9 +421,14 @@ async fn run(args: Args) -> Result<(), BenchError> {
         comparisons,
         replication: if args.tasklane(Scenario::Cluster) {
             vec![
-                Replication::new("single node, classic queue", &tasklane_pipe, &tasklane_pipe),
-                Replication::new("single node, quorum queue", &single_quorum_pipe, &tasklane_pipe),
-                Replication::new("3-node cluster, quorum queue on every node", &cluster_pipe, &tasklane_pipe),
+                Replication::new("single node, classic queue", &tasklane_pipe, &tasklane_pipe, &single_quorum_pipe),
+                Replication::new("single node, quorum queue", &single_quorum_pipe, &tasklane_pipe, &single_quorum_pipe),
+                Replication::new(
+                    "3-node cluster, quorum queue on every node",
+                    &cluster_pipe,
+                    &tasklane_pipe,
+                    &single_quorum_pipe,
+                ),
             ]
         } else {
             Vec::new()

@@ -114,13 +114,22 @@ pub struct Replication {
     pub runs: Vec<f64>,
     /// Against the single node's classic queue.
     pub ratio: Option<f64>,
+    /// Against the single node's quorum queue: what replication costs.
+    pub ratio_quorum: Option<f64>,
     pub cpu_us: Option<f64>,
 }
 
 impl Replication {
-    pub fn new(name: &'static str, rate: &Rate, single_classic: &Rate) -> Self {
-        let ratio = rate.median().zip(single_classic.median()).map(|(r, s)| r / s);
-        Self { name, per_s: rate.median(), runs: rate.runs.clone(), ratio, cpu_us: rate.median_cpu_us() }
+    pub fn new(name: &'static str, rate: &Rate, single_classic: &Rate, single_quorum: &Rate) -> Self {
+        let against = |base: &Rate| rate.median().zip(base.median()).map(|(r, s)| r / s);
+        Self {
+            name,
+            per_s: rate.median(),
+            runs: rate.runs.clone(),
+            ratio: against(single_classic),
+            ratio_quorum: against(single_quorum),
+            cpu_us: rate.median_cpu_us(),
+        }
     }
 }
 
@@ -199,11 +208,18 @@ impl Report {
             );
         }
         if !self.replication.is_empty() {
-            out += "\n| full pipe, consume to confirm (tasklane) | tasks/s | vs single node, classic | CPU µs/task |\n";
-            out += "|---|---:|---:|---:|\n";
+            out += "\n| full pipe, consume to confirm (tasklane) | tasks/s | vs single node, classic | vs single node, quorum | CPU µs/task |\n";
+            out += "|---|---:|---:|---:|---:|\n";
+            let ratio = |x: Option<f64>| x.map_or_else(|| "-".into(), |x| format!("{x:.2}"));
             for r in &self.replication {
-                let ratio = r.ratio.map_or_else(|| "-".into(), |x| format!("{x:.2}"));
-                out += &format!("| {} | {} | {ratio} | {} |\n", r.name, per_s(r.per_s), us(r.cpu_us));
+                out += &format!(
+                    "| {} | {} | {} | {} | {} |\n",
+                    r.name,
+                    per_s(r.per_s),
+                    ratio(r.ratio),
+                    ratio(r.ratio_quorum),
+                    us(r.cpu_us)
+                );
             }
         }
         if !self.latency.is_empty() {
