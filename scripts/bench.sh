@@ -3,7 +3,10 @@
 #   1. the end-to-end bench (`e2e`): raw amqprs and tasklane side by side in
 #      one run (consume, intake, confirmed publish vs result path, full
 #      pipe, handoff latency at idle and at 1,000 tasks/s, the disk's floor),
-#      a table with tasklane/raw ratios, JSON in target/bench-e2e.json;
+#      a table with tasklane/raw ratios, and tasklane's full pipe on a
+#      quorum queue of the default node and of the 3-node cluster of
+#      scripts/ensure-cluster.sh (what replication costs), JSON in
+#      target/bench-e2e.json;
 #   2. peak RSS while 1,000,000 tasks sit in the spool (`e2e rss`), JSON in
 #      target/bench-rss.json;
 #   3. the criterion benches: core's handle/poll cost per task, and the
@@ -20,6 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-rabbitmq.sh
+bash scripts/ensure-cluster.sh
 
 out=target/bench
 mkdir -p "$out"

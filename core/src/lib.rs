@@ -127,6 +127,7 @@ pub mod message;
 mod output;
 mod rng;
 pub mod service;
+mod service_failover;
 pub mod spool;
 mod window;
 
@@ -146,5 +147,6 @@ pub use message::{
     ResultStatus, Task, TaskLimits, TaskResult,
 };
 pub use output::{Amqp, Event, Handoff, Output, Status};
+pub use service_failover::BrokerRounds;
 pub use spool::{MemorySpool, SpoolOp, SpoolSnapshot, SpoolWrite, StoredResult, StoredTask};
 pub use window::DedupWindow;

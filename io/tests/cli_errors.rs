@@ -74,3 +74,35 @@ fn help_lists_the_exit_codes() {
         assert!(help.contains(line), "{help}");
     }
 }
+
+#[test]
+fn a_broker_list_is_judged_as_a_whole_one_line_per_bad_url() {
+    let list = "amqp://127.0.0.1:5673/%2f,http://u:sekret@h/,amqp://127.0.0.1:5675/%2f,amqp://h:0";
+    for cmd in [&["provision", "ep"][..], &["submit", "ep", "--count", "1"], &["results", "--count", "1"]] {
+        let out = tasklane(&[&["--amqp", list][..], cmd].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd:?}: {stderr}");
+        assert_eq!(
+            stderr.lines().collect::<Vec<_>>(),
+            [
+                "tasklane: --amqp: URL 2 of 4: AMQP URL must start with amqp:// or amqps://",
+                "tasklane: --amqp: URL 4 of 4: AMQP URL port \"0\" is not a number in 1..=65535",
+            ],
+            "{cmd:?}"
+        );
+        assert!(!stderr.contains("sekret"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let out = tasklane(&["--amqp", list, "endpoint", "ep", "--spool", spool.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 2, "{stderr}");
+    assert!(stderr.lines().all(|l| l.starts_with("tasklane: amqp_url: URL ")), "{stderr}");
+}
+
+#[test]
+fn a_bad_failover_order_or_delivery_limit_is_a_usage_error() {
+    assert_usage_error(&tasklane(&["--failover", "round-robin", "provision", "ep"]), "round-robin");
+    assert_usage_error(&tasklane(&["provision", "ep", "--delivery-limit", "-1"]), "-1");
+}

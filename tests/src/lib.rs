@@ -9,6 +9,8 @@
 //!   Deleted on drop.
 //! - [`FaultProxy`]: a TCP proxy between a client and the broker that can cut
 //!   every connection, freeze traffic, or refuse new connections.
+//! - [`cluster`]: the 3-node cluster of `scripts/ensure-cluster.sh`, with a
+//!   guard that serialises the tests that kill its nodes.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -23,6 +25,7 @@
 //! ```
 
 mod cli;
+pub mod cluster;
 mod proxy;
 mod vhost;
 
@@ -30,7 +33,7 @@ use std::net::SocketAddr;
 
 pub use cli::{tasklane_bin, ResultLine, Running, Tasklane};
 pub use proxy::{FaultProxy, ProxyStats};
-pub use vhost::{vhost_exists, PeekedMessage, QueueCounts, QueueInfo, Vhost};
+pub use vhost::{vhost_exists, Broker, PeekedMessage, QueueCounts, QueueInfo, Vhost};
 
 /// Where the broker's AMQP listener is.
 pub const BROKER_AMQP: &str = "127.0.0.1:5672";

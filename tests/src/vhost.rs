@@ -18,6 +18,27 @@ use serde_json::{json, Value};
 
 use crate::{amqp_args, amqp_url, broker_addr, percent_encode, HarnessError, BROKER_MANAGEMENT};
 
+/// A broker (one node, or a cluster seen through its nodes) the harness
+/// makes vhosts on: where AMQP is, and the management APIs to ask, in
+/// order (a node that does not answer is skipped).
+#[derive(Clone, Copy, Debug)]
+pub struct Broker {
+    /// The AMQP address of the node the harness's own connections use.
+    pub amqp: std::net::SocketAddr,
+    /// Base URLs of the management APIs, `http://host:port`.
+    pub management: &'static [&'static str],
+}
+
+/// The default node of `scripts/ensure-rabbitmq.sh`.
+const DEFAULT_BROKER_MANAGEMENT: &[&str] = &[BROKER_MANAGEMENT];
+
+impl Broker {
+    /// The default node, on 127.0.0.1:5672 and :15672.
+    pub fn default_node() -> Self {
+        Self { amqp: broker_addr(), management: DEFAULT_BROKER_MANAGEMENT }
+    }
+}
+
 /// Prefix of every vhost the harness creates; what follows is
 /// `<pid>-<counter>-<random>`.
 const PREFIX: &str = "tasklane-test-";
@@ -30,6 +51,7 @@ const PREFIX: &str = "tasklane-test-";
 #[derive(Debug)]
 pub struct Vhost {
     name: String,
+    broker: Broker,
 }
 
 /// A queue as the management API reports it.
@@ -58,6 +80,19 @@ pub struct QueueInfo {
     pub messages_unacknowledged: Option<u64>,
     /// Consumers attached (lagging statistic).
     pub consumers: Option<u64>,
+    /// The node a classic queue lives on, or a quorum queue's leader.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// A quorum queue's leader node.
+    #[serde(default)]
+    pub leader: Option<String>,
+    /// A quorum queue's member nodes.
+    #[serde(default)]
+    pub members: Option<Vec<String>>,
+    /// The consumers, as the management API details them (with
+    /// `active` and `activity_status` under single active consumer).
+    #[serde(default)]
+    pub consumer_details: Value,
 }
 
 /// Live counts of a queue, from an AMQP passive `queue.declare`.
@@ -90,18 +125,27 @@ pub struct PeekedMessage {
 }
 
 impl Vhost {
-    /// Creates a fresh vhost and gives guest full permissions on it.
+    /// Creates a fresh vhost on the default node and gives guest full
+    /// permissions on it.
     pub fn create() -> Result<Vhost, HarnessError> {
         static SWEEP: Once = Once::new();
-        SWEEP.call_once(sweep_stale);
+        SWEEP.call_once(|| sweep_stale(Broker::default_node()));
+        Self::create_on(Broker::default_node())
+    }
 
-        let vhost = Vhost { name: unique_name() };
+    /// [`Vhost::create`] on `broker` (no sweep of stale vhosts).
+    pub fn create_on(broker: Broker) -> Result<Vhost, HarnessError> {
+        let vhost = Vhost { name: unique_name(), broker };
         let path = vhost.api_path("vhosts");
-        mgmt(Method::Put, &path, None)?.expect_success()?;
+        vhost.mgmt(Method::Put, &path, None)?.expect_success()?;
         let perms = json!({ "configure": ".*", "write": ".*", "read": ".*" });
         let path = format!("/permissions/{}/guest", percent_encode(&vhost.name));
-        mgmt(Method::Put, &path, Some(&perms))?.expect_success()?;
+        vhost.mgmt(Method::Put, &path, Some(&perms))?.expect_success()?;
         Ok(vhost)
+    }
+
+    fn mgmt(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Answer, HarnessError> {
+        mgmt(self.broker.management, method, path, body)
     }
 
     /// The vhost's name.
@@ -109,16 +153,22 @@ impl Vhost {
         &self.name
     }
 
-    /// `amqp://guest:guest@127.0.0.1:5672/<vhost>`, straight to the broker.
+    /// The broker it is on.
+    pub fn broker(&self) -> Broker {
+        self.broker
+    }
+
+    /// `amqp://guest:guest@127.0.0.1:5672/<vhost>`, straight to the broker
+    /// (to its AMQP address).
     pub fn url(&self) -> String {
-        amqp_url(broker_addr(), &self.name)
+        amqp_url(self.broker.amqp, &self.name)
     }
 
     /// The queue as the management API reports it, `None` if it does not
     /// exist. Its counts lag (see [`QueueInfo`]); whether it exists does not.
     pub fn queue(&self, queue: &str) -> Result<Option<QueueInfo>, HarnessError> {
         let path = self.queue_path(queue);
-        let answer = mgmt(Method::Get, &path, None)?;
+        let answer = self.mgmt(Method::Get, &path, None)?;
         if answer.status == 404 {
             return Ok(None);
         }
@@ -128,7 +178,7 @@ impl Vhost {
     /// Live counts of a queue (AMQP passive declare on a connection of its
     /// own), `None` if the queue does not exist.
     pub async fn queue_counts(&self, queue: &str) -> Result<Option<QueueCounts>, HarnessError> {
-        let connection = Connection::open(&amqp_args(broker_addr(), &self.name)).await?;
+        let connection = Connection::open(&amqp_args(self.broker.amqp, &self.name)).await?;
         let declared = match connection.open_channel(None).await {
             Ok(channel) => {
                 let args = QueueDeclareArguments::new(queue).passive(true).finish();
@@ -178,7 +228,7 @@ impl Vhost {
             "ackmode": "ack_requeue_true",
             "encoding": "base64",
         });
-        let got: Vec<Got> = mgmt(Method::Post, &path, Some(&request))?.expect_success()?.json(&path)?;
+        let got: Vec<Got> = self.mgmt(Method::Post, &path, Some(&request))?.expect_success()?.json(&path)?;
         got.into_iter()
             .map(|m| {
                 let payload = match m.payload_encoding.as_str() {
@@ -204,7 +254,7 @@ impl Vhost {
 
     /// Deletes `queue` with everything in it. `false` if it did not exist.
     pub fn delete_queue(&self, queue: &str) -> Result<bool, HarnessError> {
-        let answer = mgmt(Method::Delete, &self.queue_path(queue), None)?;
+        let answer = self.mgmt(Method::Delete, &self.queue_path(queue), None)?;
         if answer.status == 404 {
             return Ok(false);
         }
@@ -223,7 +273,7 @@ impl Vhost {
 
 impl Drop for Vhost {
     fn drop(&mut self) {
-        if let Err(e) = delete_vhost(&self.name) {
+        if let Err(e) = delete_vhost(self.broker, &self.name) {
             eprintln!("tasklane-tests: could not delete vhost {}: {e}", self.name);
         }
     }
@@ -243,7 +293,7 @@ fn unique_name() -> String {
 
 /// Whether a vhost of that name exists on the broker.
 pub fn vhost_exists(name: &str) -> Result<bool, HarnessError> {
-    let answer = mgmt(Method::Get, &format!("/vhosts/{}", percent_encode(name)), None)?;
+    let answer = mgmt(DEFAULT_BROKER_MANAGEMENT, Method::Get, &format!("/vhosts/{}", percent_encode(name)), None)?;
     if answer.status == 404 {
         return Ok(false);
     }
@@ -251,22 +301,22 @@ pub fn vhost_exists(name: &str) -> Result<bool, HarnessError> {
     Ok(true)
 }
 
-fn delete_vhost(name: &str) -> Result<(), HarnessError> {
-    let answer = mgmt(Method::Delete, &format!("/vhosts/{}", percent_encode(name)), None)?;
+fn delete_vhost(broker: Broker, name: &str) -> Result<(), HarnessError> {
+    let answer = mgmt(broker.management, Method::Delete, &format!("/vhosts/{}", percent_encode(name)), None)?;
     if answer.status != 404 {
         answer.expect_success()?;
     }
     Ok(())
 }
 
-/// Deletes the harness's vhosts whose process is gone. Best effort: a failure
-/// here is left for `create` to report.
-fn sweep_stale() {
+/// Deletes the harness's vhosts on `broker` whose process is gone. Best
+/// effort: a failure here is left for `create` to report.
+pub(crate) fn sweep_stale(broker: Broker) {
     #[derive(Deserialize)]
     struct Named {
         name: String,
     }
-    let Ok(answer) = mgmt(Method::Get, "/vhosts?columns=name", None) else {
+    let Ok(answer) = mgmt(broker.management, Method::Get, "/vhosts?columns=name", None) else {
         return;
     };
     let Ok(vhosts) = answer.json::<Vec<Named>>("/vhosts") else {
@@ -282,7 +332,7 @@ fn sweep_stale() {
             continue;
         };
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = delete_vhost(&vhost.name);
+            let _ = delete_vhost(broker, &vhost.name);
         }
     }
 }
@@ -333,9 +383,21 @@ impl Answer {
     }
 }
 
-/// One call to the management API as guest. Any HTTP status is an answer;
-/// only transport failures are errors.
-fn mgmt(method: Method, path: &str, body: Option<&Value>) -> Result<Answer, HarnessError> {
+/// One call to the first management API of `bases` that answers, as guest.
+/// Any HTTP status is an answer; only transport failures are errors (of
+/// the last one tried).
+fn mgmt(bases: &[&str], method: Method, path: &str, body: Option<&Value>) -> Result<Answer, HarnessError> {
+    let mut last = None;
+    for base in bases {
+        match mgmt_at(base, method, path, body) {
+            Err(e @ HarnessError::Http { .. }) => last = Some(e),
+            answer => return answer,
+        }
+    }
+    Err(last.expect("at least one management API"))
+}
+
+fn mgmt_at(base: &str, method: Method, path: &str, body: Option<&Value>) -> Result<Answer, HarnessError> {
     static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
     let agent = AGENT.get_or_init(|| {
         ureq::Agent::config_builder()
@@ -346,7 +408,7 @@ fn mgmt(method: Method, path: &str, body: Option<&Value>) -> Result<Answer, Harn
     });
     // base64("guest:guest")
     const AUTH: &str = "Basic Z3Vlc3Q6Z3Vlc3Q=";
-    let url = format!("{BROKER_MANAGEMENT}/api{path}");
+    let url = format!("{base}/api{path}");
     let sent = match (method, body) {
         (Method::Get, _) => agent.get(&url).header("authorization", AUTH).call(),
         (Method::Delete, _) => agent.delete(&url).header("authorization", AUTH).call(),

@@ -189,8 +189,28 @@ fn unroutable_results_wait_in_the_outbox_until_the_topology_is_back() {
     s.cli.run_ok(&["submit", &s.endpoint, "--count", "20"]);
     std::thread::sleep(Duration::from_secs(3));
     assert!(ep.alive());
-    s.cli.run_ok(&["provision", &s.endpoint]);
+    s.cli.run_ok(&["provision", &s.endpoint, "--queue-type", "classic"]);
     let (lines, ok) = s.cli.results(20, Duration::from_secs(120));
     assert!(ok, "{} of 20 after re-provisioning; stderr:\n{}", lines.len(), ep.stderr());
     assert_exactly_once(&lines, 20);
+}
+
+/// A broker list whose first node is down: every command goes on to the
+/// node that answers (in the order given), and the lane works end to end.
+#[test]
+fn every_command_goes_to_the_first_node_of_a_list_that_answers() {
+    let vhost = Vhost::create().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dead = tasklane_tests::amqp_url("127.0.0.1:1".parse().unwrap(), vhost.name());
+    let cli = Tasklane::new(format!("{dead},{}", vhost.url()), dir.path().join("service"));
+    let endpoint = format!("ep-{}", uuid::Uuid::new_v4().simple());
+    let out = cli.run_ok(&["--failover", "in-order", "provision", &endpoint]);
+    assert!(out.contains("quorum task queue") && out.contains("delivery limit 20"), "quorum by default: {out}");
+    let mut ep = cli.endpoint(&endpoint, &dir.path().join("spool"), &["--failover", "in-order"]);
+    cli.run_ok(&["--failover", "in-order", "submit", &endpoint, "--count", "30"]);
+    let (lines, ok) = cli.results(30, Duration::from_secs(60));
+    assert!(ok, "{} of 30; endpoint stderr:\n{}", lines.len(), ep.stderr());
+    assert_exactly_once(&lines, 30);
+    assert_eq!(vhost.queue(&format!("{endpoint}.tasks")).unwrap().unwrap().kind, "quorum");
+    assert!(ep.alive());
 }

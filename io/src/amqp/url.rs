@@ -15,6 +15,21 @@
 //! query parameter without `=`, and it silently replaces a bad `heartbeat`
 //! with the default. This parser follows the spec and says what is wrong in
 //! one line.
+//!
+//! The `url` crate is not used either: it implements the WHATWG URL
+//! standard, not RFC 3986 on which the RabbitMQ spec builds. For a scheme
+//! it does not know (`amqp`) it keeps the host opaque (no check that it is
+//! a name or an address), accepts port 0, silently drops tabs and line
+//! breaks, and leaves user name, password and path percent-encoded, so the
+//! parts the spec is about would still be decoded and checked here; its
+//! errors do not name the part that is wrong; and it would bring `idna`
+//! and its Unicode tables into a build that has no use for them. What is
+//! left of a URL parser here is the split at `://`, `@`, `:`, `/` and `?`.
+//!
+//! A broker list (a cluster's nodes) is several URLs separated by commas
+//! ([`ConnectOptions::parse_list`]) or given one by one
+//! ([`ConnectOptions::parse_each`]); every URL is judged, and each bad one
+//! is named by its position.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -56,6 +71,9 @@ pub enum UrlError {
     /// A `#fragment`, which has no meaning here.
     #[error("AMQP URL must not have a #fragment")]
     Fragment,
+    /// A broker list without any URL.
+    #[error("no AMQP URL given")]
+    Empty,
 }
 
 /// What is wrong with a list of AMQP URLs: each bad one by its position
@@ -321,19 +339,29 @@ impl ConnectOptions {
     /// Parses a list of URLs separated by commas (a cluster's nodes, each
     /// with its own credentials and vhost), judging every one of them.
     pub fn parse_list(urls: &str) -> Result<Vec<Self>, UrlListError> {
+        Self::parse_each(urls.split(','))
+    }
+
+    /// Parses each of `urls` (one node each), judging every one of them.
+    /// An empty list is one bad URL.
+    pub fn parse_each<'a>(urls: impl IntoIterator<Item = &'a str>) -> Result<Vec<Self>, UrlListError> {
         let mut parsed = Vec::new();
         let mut bad = Vec::new();
-        let parts: Vec<&str> = urls.split(',').collect();
-        for (i, part) in parts.iter().enumerate() {
-            match Self::parse(part) {
+        let mut count = 0;
+        for (i, url) in urls.into_iter().enumerate() {
+            count += 1;
+            match Self::parse(url) {
                 Ok(opts) => parsed.push(opts),
                 Err(e) => bad.push((i + 1, e)),
             }
         }
+        if count == 0 {
+            return Err(UrlListError { count: 1, bad: vec![(1, UrlError::Empty)] });
+        }
         if bad.is_empty() {
             Ok(parsed)
         } else {
-            Err(UrlListError { count: parts.len(), bad })
+            Err(UrlListError { count, bad })
         }
     }
 
@@ -463,6 +491,22 @@ mod tests {
         assert_eq!(u.to_string(), "amqps://u:***@127.0.0.1:5671/v");
         let o = ConnectOptions::new(u).with_tls_ca("/other.pem");
         assert_eq!(o.tls.ca_file.as_deref(), Some(std::path::Path::new("/other.pem")));
+    }
+
+    #[test]
+    fn a_list_is_judged_as_a_whole_naming_each_bad_url_by_position() {
+        let ok = ConnectOptions::parse_list("amqp://a:1@n1:5673/v,amqp://b:2@n2:5674/w").unwrap();
+        assert_eq!(ok.iter().map(|o| (o.url.host(), o.url.port())).collect::<Vec<_>>(), [("n1", 5673), ("n2", 5674)]);
+        assert_eq!((ok[0].url.vhost(), ok[1].url.username()), ("v", "b"));
+        let err = ConnectOptions::parse_list("amqp://n1,http://n2,amqp://n3:0,amqp://u:secret@n4").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "URL 2 of 4: AMQP URL must start with amqp:// or amqps://\n\
+             URL 3 of 4: AMQP URL port \"0\" is not a number in 1..=65535"
+        );
+        let one = ConnectOptions::parse_list("amqp://h:x").unwrap_err();
+        assert_eq!(one.to_string(), "AMQP URL port \"x\" is not a number in 1..=65535");
+        assert!(ConnectOptions::parse_each([]).is_err(), "no URL at all is not a broker list");
     }
 
     #[test]

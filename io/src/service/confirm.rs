@@ -10,7 +10,7 @@ use std::time::Duration;
 use amqprs::channel::{Channel, ConfirmSelectArguments};
 use amqprs::connection::Connection;
 use amqprs::BasicProperties;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::ServiceError;
 use crate::amqp::{self, ChannelEvent, CloseReason};
@@ -22,18 +22,30 @@ pub(crate) struct ConfirmChannel {
     close: CloseReason,
     events: mpsc::UnboundedReceiver<((), ChannelEvent)>,
     published: u64,
+    /// Set once the connection is lost (when the caller watches it): the
+    /// wait for a confirm ends then instead of at its timeout.
+    lost: Option<watch::Receiver<bool>>,
 }
 
 impl ConfirmChannel {
     /// Opens a channel on `conn` and selects confirm mode.
     pub(crate) async fn open(conn: &Connection) -> Result<Self, ServiceError> {
+        Self::open_watched(conn, None).await
+    }
+
+    /// [`ConfirmChannel::open`], ending waits with
+    /// [`ServiceError::ConnectionLost`] as soon as `lost` turns `true`.
+    pub(crate) async fn open_watched(
+        conn: &Connection,
+        lost: Option<watch::Receiver<bool>>,
+    ) -> Result<Self, ServiceError> {
         let (tx, events) = mpsc::unbounded_channel();
         let (channel, close) = amqp::open_channel(conn, (), tx).await?;
         channel
             .confirm_select(ConfirmSelectArguments::new(false))
             .await
             .map_err(|e| amqp::Error::from_channel("confirm.select", e, &close))?;
-        Ok(Self { channel, close, events, published: 0 })
+        Ok(Self { channel, close, events, published: 0, lost })
     }
 
     /// Publishes one message; returns its confirm sequence number.
@@ -58,7 +70,19 @@ impl ConfirmChannel {
     /// The next thing the broker said, waiting at most `timeout`. A closed
     /// channel is an error.
     pub(crate) async fn next_event(&mut self, timeout: Duration) -> Result<ChannelEvent, ServiceError> {
-        match tokio::time::timeout(timeout, self.events.recv()).await {
+        let mut lost = self.lost.clone();
+        let recv = async {
+            match lost.as_mut() {
+                Some(lost) => tokio::select! {
+                    biased;
+                    ev = self.events.recv() => ev,
+                    // A closed watch means the watcher is gone with the connection.
+                    _ = lost.wait_for(|l| *l) => None,
+                },
+                None => self.events.recv().await,
+            }
+        };
+        match tokio::time::timeout(timeout, recv).await {
             Ok(Some((_, ChannelEvent::Closed { code, text }))) => Err(ServiceError::ChannelClosed { code, text }),
             Ok(Some((_, ev))) => Ok(ev),
             Ok(None) => Err(ServiceError::ConnectionLost),

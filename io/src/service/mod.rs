@@ -1,5 +1,11 @@
 //! The service side: provision, submit, results, task tracking (SPEC §5).
 //!
+//! Each piece takes either a connection of the caller's (and ends with an
+//! error when it is lost), or [`Brokers`], a list of nodes: then it
+//! connects to the first that answers and moves to another when that one
+//! fails ([`Brokers::provision`], [`Submitter::connect`],
+//! [`Results::connect`]).
+//!
 //! ```no_run
 //! # async fn example(conn: amqprs::connection::Connection) -> Result<(), tasklane_io::service::ServiceError> {
 //! use bytes::Bytes;
@@ -21,6 +27,9 @@
 //! ```
 
 pub(crate) mod confirm;
+mod consume;
+mod declare;
+mod link;
 pub mod management;
 mod results;
 mod store;
@@ -32,6 +41,7 @@ use std::time::Duration;
 
 use tasklane_core::{EndpointId, TaskId};
 
+pub use link::Brokers;
 pub use management::{Management, ManagementError};
 pub use results::{AcceptedResult, ResultCounters, Results, ResultsOptions, REASON_DETAIL_HEADER};
 pub(crate) use store::now_ms;
@@ -39,8 +49,10 @@ pub use store::{
     DeadLetter, FleetRecord, Retention, Sample, StateFilter, StoreError, StoreWrite, TaskCounts, TaskFilter, TaskState,
     TaskStore, TrackedTask,
 };
-pub use submit::Submitter;
-pub use topology::{provision, QueueType, DEAD, RESULTS, RESULTS_BINDING, STATUS_BINDING, STATUS_QUEUE};
+pub use submit::{SubmitCounters, Submitter};
+pub use topology::{
+    provision, Provisioned, QueueType, TaskQueue, DEAD, RESULTS, RESULTS_BINDING, STATUS_BINDING, STATUS_QUEUE,
+};
 pub use users::{provision_user, EndpointUser, Permissions, UserError};
 
 /// Why a service operation failed.
@@ -75,9 +87,47 @@ pub enum ServiceError {
         /// The reply text.
         text: String,
     },
+    /// The endpoint's task queue exists with another type or argument, and
+    /// RabbitMQ cannot change it.
+    #[error("{}", mismatch(queue, arg, current.as_deref(), requested.as_deref()))]
+    QueueMismatch {
+        /// The queue.
+        queue: String,
+        /// The argument that differs, e.g. `x-queue-type`.
+        arg: String,
+        /// The queue's value (`None`: not set; for the type, classic).
+        current: Option<String>,
+        /// The value asked for (`None`: not set).
+        requested: Option<String>,
+    },
     /// The connection was lost while waiting for the broker.
     #[error("the connection to the broker was lost")]
     ConnectionLost,
+    /// A broker list with no node in it.
+    #[error("no broker URL given")]
+    NoBrokers,
+    /// No node of the broker list answered (each tried once).
+    #[error("none of the {nodes} broker nodes answered: {detail}")]
+    Unreachable {
+        /// How many nodes were tried.
+        nodes: usize,
+        /// Each node's failure, `; `-separated.
+        detail: String,
+    },
+    /// A node accepted no connection within the connect timeout.
+    #[error("cannot connect to {url}: no answer within {after:?}")]
+    ConnectTimeout {
+        /// The node's URL, without its password.
+        url: String,
+        /// The connect timeout.
+        after: Duration,
+    },
+    /// The connection was lost and no node answered again in time.
+    #[error("the connection to the broker was lost and no broker node answered for {after:?}")]
+    GaveUp {
+        /// How long nodes were tried.
+        after: Duration,
+    },
     /// The broker cancelled the results consumer, or its channel closed.
     #[error("the results consumer was cancelled (queue deleted, or connection lost)")]
     ConsumerGone,
@@ -93,4 +143,34 @@ pub enum ServiceError {
     /// The task store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The one line of [`ServiceError::QueueMismatch`]: what the queue has, and
+/// how to go on.
+fn mismatch(queue: &str, arg: &str, current: Option<&str>, requested: Option<&str>) -> String {
+    let recreate = "or move its tasks away, delete it and provision again";
+    match arg {
+        "x-queue-type" => {
+            let has = current.unwrap_or("classic");
+            format!(
+                "queue {queue} exists as a {has} queue, not {}, and RabbitMQ cannot change a queue's type: \
+                 provision it as {has} (--queue-type {has}), {recreate}",
+                requested.unwrap_or("classic")
+            )
+        }
+        "x-delivery-limit" => {
+            let has = current.unwrap_or("none");
+            format!(
+                "queue {queue} exists with delivery limit {has}, not {}, and RabbitMQ cannot change a queue's \
+                 arguments: provision it with delivery limit {has} (--delivery-limit {}), {recreate}",
+                requested.unwrap_or("none"),
+                current.unwrap_or("0")
+            )
+        }
+        _ => format!(
+            "queue {queue} exists with {arg} {}, not {}, and RabbitMQ cannot change a queue's arguments: {recreate}",
+            current.unwrap_or("unset"),
+            requested.unwrap_or("unset")
+        ),
+    }
 }

@@ -10,11 +10,17 @@
 //! service that crashes between handoff and that ack sees the results again
 //! after restart (they were neither acked nor remembered); one that does not
 //! crash sees each exactly once.
+//!
+//! Opened with [`Results::connect`] on a list of brokers, the consumer
+//! survives the loss of its node: what it handed over is written to the
+//! store at once (the acks are lost with the channel), it connects to
+//! another node and consumes again, and the broker's redeliveries of what
+//! was handed over are judged duplicates.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use amqprs::channel::{BasicAckArguments, BasicConsumeArguments, BasicQosArguments, Channel, ConsumerMessage};
+use amqprs::channel::{BasicAckArguments, Channel, ConsumerMessage};
 use amqprs::connection::Connection;
 use amqprs::{BasicProperties, FieldTable, FieldValue};
 use bytes::Bytes;
@@ -24,10 +30,13 @@ use tasklane_core::{EndpointId, Malformed, RawMessage, ResultStatus, TaskId, Tas
 use tokio::sync::mpsc;
 
 use super::confirm::ConfirmChannel;
+use super::consume::{lost_or_never, Channels};
+use super::link::{Brokers, Link};
 use super::store::{DeadLetter, StoreWrite, TaskState, TaskStore};
+use super::submit::is_connection_failure;
 use super::topology::{DEAD, RESULTS};
 use super::ServiceError;
-use crate::amqp::{self, ChannelEvent, CloseReason};
+use crate::amqp::{self, ChannelEvent, CloseReason, ConnectionInfo};
 
 /// Header with the human-readable detail of a dead-letter reason.
 pub const REASON_DETAIL_HEADER: &str = "tasklane-reason-detail";
@@ -107,28 +116,46 @@ pub struct Results {
     options: ResultsOptions,
     pending: Pending,
     counters: ResultCounters,
+    /// The connection and its failover, when opened on a broker list.
+    link: Option<Link>,
 }
 
 impl Results {
     /// Starts consuming `results`, with the dedup window restored from
-    /// `store`.
+    /// `store`. A lost connection ends the consumer's work with an error;
+    /// [`Results::connect`] fails over.
     pub async fn open(conn: &Connection, store: TaskStore, options: ResultsOptions) -> Result<Self, ServiceError> {
-        let seen = store.seen()?;
-        let intake = ResultIntake::new(options.dedup_window, seen, options.limits);
-        let (tx, events) = mpsc::unbounded_channel();
-        let (channel, close) = amqp::open_channel(conn, (), tx).await?;
-        channel
-            .basic_qos(BasicQosArguments::new(0, options.prefetch, false))
-            .await
-            .map_err(|e| amqp::Error::from_channel("basic.qos", e, &close))?;
-        let (_, deliveries) = channel
-            .basic_consume_rx(BasicConsumeArguments::new(RESULTS, "").manual_ack(true).finish())
-            .await
-            .map_err(|e| amqp::Error::from_channel("basic.consume", e, &close))?;
-        // Opened last: a refused consume leaves no open channel behind for
-        // amqprs to close at drop, after the caller closed the connection.
-        let dead = ConfirmChannel::open(conn).await?;
-        Ok(Self {
+        let intake = intake(&store, &options)?;
+        let channels = Channels::start(conn, options.prefetch, None).await?;
+        Ok(Self::with(None, channels, store, intake, options))
+    }
+
+    /// Connects to the first of `brokers` that answers and consumes
+    /// `results` there; moves to another node when that one fails.
+    pub async fn connect(brokers: &Brokers, store: TaskStore, options: ResultsOptions) -> Result<Self, ServiceError> {
+        let intake = intake(&store, &options)?;
+        let mut link = Link::open(brokers).await?;
+        match Channels::start(link.connection(), options.prefetch, Some(link.lost())).await {
+            Ok(channels) => {
+                link.healthy();
+                Ok(Self::with(Some(link), channels, store, intake, options))
+            }
+            Err(e) => {
+                link.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    fn with(
+        link: Option<Link>,
+        channels: Channels,
+        store: TaskStore,
+        intake: ResultIntake,
+        options: ResultsOptions,
+    ) -> Self {
+        let Channels { channel, close, events, deliveries, dead } = channels;
+        Self {
             channel,
             close,
             events,
@@ -139,12 +166,24 @@ impl Results {
             options,
             pending: Pending::default(),
             counters: ResultCounters::default(),
-        })
+            link,
+        }
+    }
+
+    /// The connection in use, when opened with [`Results::connect`].
+    pub fn connection(&self) -> Option<&ConnectionInfo> {
+        self.link.as_ref().map(Link::info)
     }
 
     /// What has been done so far.
     pub fn counters(&self) -> ResultCounters {
         self.counters
+    }
+
+    /// How many times the consumer connected again after losing its node
+    /// (opened with [`Results::connect`]).
+    pub fn failovers(&self) -> u64 {
+        self.link.as_ref().map_or(0, Link::failovers)
     }
 
     /// The next accepted result, waiting as long as it takes.
@@ -161,6 +200,16 @@ impl Results {
     /// waits for more.
     pub async fn next_timeout(&mut self, wait: Duration) -> Result<Option<AcceptedResult>, ServiceError> {
         let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self.next_until(deadline).await {
+                Err(e) if self.link.is_some() && is_connection_failure(&e) => self.fail_over(e).await?,
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn next_until(&mut self, deadline: tokio::time::Instant) -> Result<Option<AcceptedResult>, ServiceError> {
+        let mut lost = self.link.as_ref().map(Link::lost);
         loop {
             if self.pending.judged >= self.options.group {
                 self.flush().await?;
@@ -182,10 +231,14 @@ impl Results {
                             }
                             _ => continue,
                         },
+                        _ = lost_or_never(&mut lost) => return Err(ServiceError::ConnectionLost),
                         _ = tokio::time::sleep_until(deadline) => return Ok(None),
                     }
                 }
             };
+            if let Some(link) = &mut self.link {
+                link.healthy();
+            }
             if let Some(accepted) = self.judge(msg).await? {
                 return Ok(Some(accepted));
             }
@@ -294,11 +347,7 @@ impl Results {
                 _ => {}
             }
         }
-        let writes = std::mem::take(&mut self.pending.writes);
-        if !writes.is_empty() {
-            let store = self.store.clone();
-            tokio::task::spawn_blocking(move || store.write(&writes)).await.map_err(|_| ServiceError::Cancelled)??;
-        }
+        self.write_pending().await?;
         if let Some(tag) = self.pending.ack_upto.take() {
             self.channel
                 .basic_ack(BasicAckArguments::new(tag, true))
@@ -309,15 +358,62 @@ impl Results {
         Ok(())
     }
 
-    /// Acks and remembers everything handed over, then closes the channels.
+    /// Writes the judged group's state changes in one transaction.
+    async fn write_pending(&mut self) -> Result<(), ServiceError> {
+        let writes = std::mem::take(&mut self.pending.writes);
+        if !writes.is_empty() {
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || store.write(&writes)).await.map_err(|_| ServiceError::Cancelled)??;
+        }
+        Ok(())
+    }
+
+    /// The connection failed with `cause`: remember what was handed over,
+    /// connect to another node and consume there.
+    async fn fail_over(&mut self, cause: ServiceError) -> Result<(), ServiceError> {
+        // Handed over, and its ack lost with the channel: the broker delivers
+        // it again, and the window (in memory already) must hold it then and
+        // after a restart.
+        self.write_pending().await?;
+        self.pending = Pending::default();
+        let link = self.link.as_mut().expect("fail_over needs a broker list");
+        tracing::warn!(from = %link.info().peer, "results consumer lost its broker connection: {cause}");
+        let channels = loop {
+            link.reconnect().await?;
+            match Channels::start(link.connection(), self.options.prefetch, Some(link.lost())).await {
+                Ok(channels) => {
+                    link.healthy();
+                    break channels;
+                }
+                Err(e) if is_connection_failure(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        tracing::info!(to = %link.info().peer, "results consumer connected again");
+        let Channels { channel, close, events, deliveries, dead } = channels;
+        (self.channel, self.close, self.events, self.deliveries, self.dead) =
+            (channel, close, events, deliveries, dead);
+        Ok(())
+    }
+
+    /// Acks and remembers everything handed over, then closes the channels
+    /// (and the connection, if the consumer made it).
     pub async fn close(mut self) -> Result<ResultCounters, ServiceError> {
         let flushed = self.flush().await;
         if self.channel.is_open() {
             let _ = self.channel.close().await;
         }
         self.dead.close().await;
+        if let Some(link) = self.link.take() {
+            link.close().await;
+        }
         flushed.map(|_| self.counters)
     }
+}
+
+/// The intake, its dedup window restored from `store`.
+fn intake(store: &TaskStore, options: &ResultsOptions) -> Result<ResultIntake, ServiceError> {
+    Ok(ResultIntake::new(options.dedup_window, store.seen()?, options.limits))
 }
 
 /// The message's properties with the dead-letter reason added to its headers.

@@ -32,7 +32,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tasklane_core::{ConsumeMode, EndpointId};
+use tasklane_core::{ConsumeMode, EndpointId, Failover};
 
 use crate::amqp::ConnectOptions;
 use crate::endpoint::EndpointConfig;
@@ -60,8 +60,15 @@ impl Problems {
 /// sets (e.g. command-line flags).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EndpointSettings {
-    /// `amqp_url`: the broker (the path is the vhost).
+    /// `amqp_url`: the broker (the path is the vhost), or a cluster's
+    /// nodes separated by commas. Setting it unsets `amqp_urls`.
     pub amqp_url: Option<String>,
+    /// `amqp_urls`: a cluster's nodes, one URL each (instead of
+    /// `amqp_url`). Setting it unsets `amqp_url`.
+    pub amqp_urls: Option<Vec<String>>,
+    /// `failover`: the order in which the nodes are tried, `in-order` or
+    /// `shuffle` (the default).
+    pub failover: Option<Failover>,
     /// `tls_ca`: PEM file of the CAs to trust for `amqps://`.
     pub tls_ca: Option<PathBuf>,
     /// `endpoint`: the endpoint id.
@@ -151,19 +158,21 @@ impl EndpointSettings {
             missing("spool_dir");
             None
         });
-        let url = self.amqp_url.as_deref().or_else(|| {
+        if self.amqp_url.is_none() && self.amqp_urls.is_none() {
             missing("amqp_url");
-            None
-        });
+        }
         if let Some(id) = endpoint {
             if let Err(e) = EndpointId::new(id) {
                 problems.push(format!("endpoint: {id:?} is not an endpoint id: {e}"));
             }
         }
-        if let Some(url) = url {
-            if let Err(e) = ConnectOptions::parse_list(url) {
-                problems.extend(e.to_string().lines().map(|line| format!("amqp_url: {line}")));
-            }
+        let brokers = match (&self.amqp_url, &self.amqp_urls) {
+            (Some(url), _) => Some(("amqp_url", ConnectOptions::parse_list(url))),
+            (None, Some(urls)) => Some(("amqp_urls", ConnectOptions::parse_each(urls.iter().map(String::as_str)))),
+            (None, None) => None,
+        };
+        if let Some((key, Err(e))) = &brokers {
+            problems.extend(e.to_string().lines().map(|line| format!("{key}: {line}")));
         }
         if self.blocked_timeout_secs == Some(0) {
             problems.push("blocked_timeout_secs: must be at least 1".into());
@@ -177,10 +186,15 @@ impl EndpointSettings {
             }
         }
         Problems(problems).into_result()?;
-        let (Some(url), Some(endpoint), Some(spool_dir)) = (url, endpoint, spool_dir) else {
+        let (Some((_, Ok(brokers))), Some(endpoint), Some(spool_dir)) = (brokers, endpoint, spool_dir) else {
             unreachable!("missing settings are problems")
         };
-        let mut cfg = EndpointConfig::new(url, endpoint, spool_dir).map_err(|e| Problems(vec![e.to_string()]))?;
+        let endpoint = EndpointId::new(endpoint).expect("checked above");
+        let mut cfg =
+            EndpointConfig::with_brokers(brokers, endpoint, spool_dir).map_err(|e| Problems(vec![e.to_string()]))?;
+        if let Some(failover) = self.failover {
+            cfg = cfg.failover(failover);
+        }
         if let Some(ca) = &self.tls_ca {
             cfg = cfg.tls_ca(ca);
         }

@@ -1,7 +1,7 @@
 //! Reading settings from TOML and from `TASKLANE_*` variables: one table of
 //! keys, one parser per key, the same checks for both sources.
 
-use tasklane_core::ConsumeMode;
+use tasklane_core::{ConsumeMode, Failover};
 
 use super::EndpointSettings;
 
@@ -9,8 +9,10 @@ use super::EndpointSettings;
 pub const ENV_PREFIX: &str = "TASKLANE_";
 
 /// Every key a settings file may have.
-pub const KEYS: [&str; 12] = [
+pub const KEYS: [&str; 14] = [
     "amqp_url",
+    "amqp_urls",
+    "failover",
     "tls_ca",
     "endpoint",
     "spool_dir",
@@ -47,6 +49,25 @@ fn text(raw: Raw) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// A list of strings: a TOML array, or a comma-separated variable.
+fn list(raw: Raw) -> Result<Vec<String>, String> {
+    let items: Vec<String> = match raw {
+        Raw::Toml(toml::Value::Array(items)) => items
+            .iter()
+            .map(|v| match v {
+                toml::Value::String(s) => Ok(s.clone()),
+                v => Err(format!("must be an array of strings, not of {}s", v.type_str())),
+            })
+            .collect::<Result<_, _>>()?,
+        Raw::Toml(v) => return Err(format!("must be an array of strings, not {}", article(v.type_str()))),
+        Raw::Env(s) => s.split(',').map(str::to_string).collect(),
+    };
+    if items.is_empty() {
+        return Err("must name at least one URL".into());
+    }
+    Ok(items)
+}
+
 fn int(raw: Raw, min: i64, max: i64) -> Result<i64, String> {
     let n = match raw {
         Raw::Toml(toml::Value::Integer(n)) => *n,
@@ -71,7 +92,21 @@ fn article(type_str: &str) -> String {
 fn assign(s: &mut EndpointSettings, key: &str, raw: Raw) -> Result<bool, String> {
     let big = i64::MAX;
     match key {
-        "amqp_url" => s.amqp_url = Some(text(raw)?),
+        "amqp_url" => {
+            s.amqp_url = Some(text(raw)?);
+            s.amqp_urls = None;
+        }
+        "amqp_urls" => {
+            s.amqp_urls = Some(list(raw)?);
+            s.amqp_url = None;
+        }
+        "failover" => {
+            s.failover = Some(match text(raw)?.trim() {
+                "in-order" => Failover::InOrder,
+                "shuffle" => Failover::Shuffle,
+                other => return Err(format!("must be \"in-order\" or \"shuffle\", not {other:?}")),
+            })
+        }
         "tls_ca" => s.tls_ca = Some(text(raw)?.into()),
         "endpoint" => s.endpoint = Some(text(raw)?),
         "spool_dir" => s.spool_dir = Some(text(raw)?.into()),
@@ -114,6 +149,9 @@ pub(super) fn toml_into(s: &mut EndpointSettings, text: &str, source: &str) -> s
         }
     };
     let mut problems = Vec::new();
+    if table.contains_key("amqp_url") && table.contains_key("amqp_urls") {
+        problems.push(format!("{source}: amqp_url and amqp_urls: give one of them, not both"));
+    }
     for (key, value) in &table {
         match assign(s, key, Raw::Toml(value)) {
             Ok(true) => {}

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use tasklane_core::ConsumeMode;
+use tasklane_core::{ConsumeMode, Failover};
 
 use super::{EndpointSettings, Problems};
 
@@ -159,4 +159,62 @@ fn load_puts_the_environment_over_the_file_and_reports_the_problems_of_both() {
     assert_eq!(problems.len(), 1);
     assert!(problems[0].contains("missing.toml: cannot read"), "{problems:?}");
     assert_eq!(EndpointSettings::load(None, env(&[])).1, Vec::<String>::new());
+}
+
+#[test]
+fn a_cluster_is_a_comma_list_or_an_array_with_a_failover_order() {
+    let base = "endpoint = \"ep-1\"\nspool_dir = \"/s\"\n";
+    let list = format!("{base}amqp_url = \"amqp://a:1@n1:5673/v,amqp://b:2@n2:5674/v\"\nfailover = \"in-order\"");
+    let (cfg, _) = EndpointSettings::from_toml(&list, "f").unwrap().build().unwrap();
+    let nodes: Vec<_> = cfg.brokers.iter().map(|b| (b.url.host().to_string(), b.url.username().to_string())).collect();
+    assert_eq!(nodes, [("n1".to_string(), "a".to_string()), ("n2".to_string(), "b".to_string())]);
+    assert_eq!((cfg.lane.addresses, cfg.lane.failover), (2, Failover::InOrder));
+
+    // A comma inside a URL of the array is the URL's own.
+    let array = format!("{base}amqp_urls = [\"amqp://u:p,w@n1\", \"amqp://u:p,w@n2\", \"amqp://u:p,w@n3\"]");
+    let (cfg, _) = EndpointSettings::from_toml(&array, "f").unwrap().build().unwrap();
+    assert_eq!(cfg.brokers.iter().map(|b| b.url.password()).collect::<Vec<_>>(), ["p,w"; 3]);
+    assert_eq!((cfg.lane.addresses, cfg.lane.failover), (3, Failover::Shuffle), "shuffle by default");
+
+    // The environment's list replaces the file's array.
+    let mut s = EndpointSettings::from_toml(&array, "f").unwrap();
+    s.apply_env(env(&[("TASKLANE_AMQP_URL", "amqp://x1,amqp://x2"), ("TASKLANE_FAILOVER", "in-order")])).unwrap();
+    let (cfg, _) = s.build().unwrap();
+    assert_eq!(cfg.brokers.iter().map(|b| b.url.host()).collect::<Vec<_>>(), ["x1", "x2"]);
+    assert_eq!(cfg.lane.failover, Failover::InOrder);
+}
+
+#[test]
+fn every_bad_url_of_a_list_is_a_problem_of_its_own() {
+    let base = "endpoint = \"ep-1\"\nspool_dir = \"/s\"\n";
+    let s =
+        EndpointSettings::from_toml(&format!("{base}amqp_urls = [\"amqp://n1\", \"http://n2\", \"amqp://n3:0\"]"), "f")
+            .unwrap();
+    let Problems(problems) = s.build().unwrap_err();
+    assert_eq!(
+        problems,
+        [
+            "amqp_urls: URL 2 of 3: AMQP URL must start with amqp:// or amqps://",
+            "amqp_urls: URL 3 of 3: AMQP URL port \"0\" is not a number in 1..=65535",
+        ]
+    );
+    let mut s = EndpointSettings::from_toml(base, "f").unwrap();
+    s.amqp_url = Some("amqp://n1,,amqp://n3:x".into());
+    let Problems(problems) = s.build().unwrap_err();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].starts_with("amqp_url: URL 2 of 3: "), "{problems:?}");
+    assert!(problems[1].starts_with("amqp_url: URL 3 of 3: "), "{problems:?}");
+}
+
+#[test]
+fn amqp_url_and_amqp_urls_in_one_file_and_a_bad_failover_are_problems() {
+    let file = "amqp_url = \"amqp://a\"\namqp_urls = [\"amqp://b\"]\nfailover = \"round-robin\"\namqp_urls2 = 1";
+    let Problems(problems) = EndpointSettings::from_toml(file, "f.toml").unwrap_err();
+    assert_eq!(problems[0], "f.toml: amqp_url and amqp_urls: give one of them, not both");
+    assert!(problems[1].starts_with("f.toml: amqp_urls2: unknown setting (known: amqp_url, amqp_urls, failover, "));
+    assert_eq!(problems[2], "f.toml: failover: must be \"in-order\" or \"shuffle\", not \"round-robin\"");
+    let Problems(problems) = EndpointSettings::from_toml("amqp_urls = [1]\n", "f").unwrap_err();
+    assert_eq!(problems, ["f: amqp_urls: must be an array of strings, not of integers"]);
+    let Problems(problems) = EndpointSettings::from_toml("amqp_urls = []\n", "f").unwrap_err();
+    assert_eq!(problems, ["f: amqp_urls: must name at least one URL"]);
 }

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tasklane_core::{encode_result, encode_task, EndpointId, ResultStatus, Task, TaskId, TaskResult};
 use tasklane_io::amqp::{self, publish_properties, ChannelEvent};
 use tasklane_io::service::{provision, QueueType};
-use tasklane_tests::{amqp_args, broker_addr, Vhost};
+use tasklane_tests::{amqp_args, amqp_url, broker_addr, Vhost};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::BenchError;
@@ -22,33 +22,51 @@ use crate::BenchError;
 /// Payload size of every task and result, as in the reference figures.
 pub const BODY_LEN: usize = 256;
 
-/// The vhost every side of one bench run works in (deleted on drop), and a
-/// counter that gives each run its own endpoint id.
+/// The vhost every side of one bench run works in (deleted on drop), the
+/// type its task queues get, and a counter that gives each run its own
+/// endpoint id.
 pub struct Broker {
     vhost: Vhost,
+    queue_type: QueueType,
+    /// What the endpoints connect to (the cluster's nodes, in order).
+    urls: String,
     runs: u32,
 }
 
 impl Broker {
+    /// A vhost on the default node, with classic task queues.
     pub fn create() -> Result<Self, BenchError> {
-        Ok(Self { vhost: Vhost::create()?, runs: 0 })
+        Self::create_on(tasklane_tests::Broker::default_node(), QueueType::Classic)
+    }
+
+    /// A vhost on `broker` (the default node, or the cluster), with task
+    /// queues of `queue_type`; endpoints get the URL of every node.
+    pub fn create_on(broker: tasklane_tests::Broker, queue_type: QueueType) -> Result<Self, BenchError> {
+        let vhost = Vhost::create_on(broker)?;
+        let urls = if broker.amqp == broker_addr() {
+            vhost.url()
+        } else {
+            let nodes = (1..=tasklane_tests::cluster::NODES).map(tasklane_tests::cluster::node_addr);
+            nodes.map(|addr| amqp_url(addr, vhost.name())).collect::<Vec<_>>().join(",")
+        };
+        Ok(Self { vhost, queue_type, urls, runs: 0 })
     }
 
     pub fn url(&self) -> String {
-        self.vhost.url()
+        self.urls.clone()
     }
 
     pub async fn connect(&self) -> Result<Connection, BenchError> {
-        Ok(Connection::open(&amqp_args(broker_addr(), self.vhost.name())).await?)
+        Ok(Connection::open(&amqp_args(self.vhost.broker().amqp, self.vhost.name())).await?)
     }
 
-    /// A fresh endpoint id named after `what`, provisioned (classic task
-    /// queue, single active consumer, dead-lettering; `results`).
+    /// A fresh endpoint id named after `what`, provisioned (task queue of
+    /// the broker's type, single active consumer, dead-lettering; `results`).
     pub async fn endpoint(&mut self, what: &str) -> Result<EndpointId, BenchError> {
         self.runs += 1;
         let id = EndpointId::new(format!("{what}-{}", self.runs)).expect("bench ids are valid");
         let conn = self.connect().await?;
-        provision(&conn, &id, QueueType::Classic).await?;
+        provision(&conn, &id, self.queue_type).await?;
         conn.close().await?;
         Ok(id)
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tasklane_core::{Counters, EndpointId, ResultStatus, Status, TaskId};
+use tasklane_core::{Counters, EndpointId, Failover, ResultStatus, Status, TaskId};
 use tasklane_io::endpoint::{Endpoint, EndpointConfig};
 use tempfile::TempDir;
 
@@ -36,7 +36,9 @@ impl Bench {
         let dir = tempfile::Builder::new().prefix("tasklane-bench-spool-").tempdir_in(parent)?;
         let cfg = EndpointConfig::new(&broker.url(), id.as_str(), dir.path())
             .map_err(|e| BenchError::Check(e.to_string()))?
-            .prefetch(prefetch);
+            .prefetch(prefetch)
+            // On the cluster: node 1 first, where the queues' leaders are.
+            .failover(Failover::InOrder);
         let endpoint = Endpoint::open(cfg).await.map_err(|e| BenchError::Check(e.to_string()))?;
         Ok(Self { endpoint: Arc::new(endpoint), _dir: dir })
     }

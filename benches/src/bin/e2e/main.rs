@@ -16,6 +16,11 @@
 //! tmpfs, next to the disk's own floor (one LMDB commit, one `fdatasync`).
 //! Absolute figures on a shared machine are noise; the ratios are the
 //! result. The figures also go to `target/bench-e2e.json`.
+//!
+//! The `cluster` scenario runs tasklane's full pipe, in the same rounds, on
+//! a quorum task queue of the default node and on one replicated on the
+//! three nodes of `scripts/ensure-cluster.sh` (started if it is down), next
+//! to the classic queue of the default node: what replication costs.
 
 mod broker;
 mod disk;
@@ -33,7 +38,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use broker::{Broker, BODY_LEN};
 use latency::{Percentiles, Schedule};
 use raw::AckMode;
-use report::{process_cpu_secs, Comparison, LatencyRow, Rate, RawConsume, Report, Settings};
+use report::{process_cpu_secs, Comparison, LatencyRow, Rate, RawConsume, Replication, Report, Settings};
+use tasklane_io::service::QueueType;
 
 /// What went wrong in a bench run.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +67,7 @@ enum Scenario {
     Intake,
     Publish,
     Pipe,
+    Cluster,
     Latency,
 }
 
@@ -218,6 +225,19 @@ async fn run(args: Args) -> Result<(), BenchError> {
     let mut tasklane_intake = Rate::default();
     let mut tasklane_results = Rate::default();
     let mut tasklane_pipe = Rate::default();
+    let mut single_quorum_pipe = Rate::default();
+    let mut cluster_pipe = Rate::default();
+    // The cluster is held for the whole run: no test kills a node meanwhile.
+    let mut cluster = None;
+    if args.tasklane(Scenario::Cluster) {
+        let guard = tokio::task::block_in_place(tasklane_tests::cluster::ClusterGuard::acquire)?;
+        let single = tokio::task::block_in_place(|| {
+            Broker::create_on(tasklane_tests::Broker::default_node(), QueueType::Quorum)
+        })?;
+        let nodes =
+            tokio::task::block_in_place(|| Broker::create_on(tasklane_tests::cluster::broker(), QueueType::Quorum))?;
+        cluster = Some((guard, single, nodes));
+    }
 
     for round in 1..=args.rounds {
         eprintln!("round {round}/{}", args.rounds);
@@ -262,7 +282,8 @@ async fn run(args: Args) -> Result<(), BenchError> {
             eprintln!("  raw pipe: {:.0}/s", n as f64 / secs(t));
             broker.purge_results().await?;
         }
-        if args.tasklane(Scenario::Pipe) {
+        // Also the baseline of the cluster rows.
+        if args.tasklane(Scenario::Pipe) || args.tasklane(Scenario::Cluster) {
             let ep = broker.endpoint("tasklane-pipe").await?;
             broker.prefill(&ep, n).await?;
             let (t, cpu) = lane::pipe(&broker, &ep, n, args.prefetch).await?;
@@ -270,7 +291,20 @@ async fn run(args: Args) -> Result<(), BenchError> {
             eprintln!("  tasklane pipe: {:.0}/s", n as f64 / secs(t));
             broker.purge_results().await?;
         }
+        if let Some((_, single, nodes)) = &mut cluster {
+            for (what, broker, rate) in
+                [("single-node quorum", single, &mut single_quorum_pipe), ("3-node quorum", nodes, &mut cluster_pipe)]
+            {
+                let ep = broker.endpoint("tasklane-pipe-quorum").await?;
+                broker.prefill(&ep, n).await?;
+                let (t, cpu) = lane::pipe(broker, &ep, n, args.prefetch).await?;
+                rate.push(n, secs(t), cpu);
+                eprintln!("  tasklane pipe, {what}: {:.0}/s", n as f64 / secs(t));
+                broker.purge_results().await?;
+            }
+        }
     }
+    drop(cluster);
 
     let mut latency_rows = Vec::new();
     if args.runs(Scenario::Disk) {
@@ -385,6 +419,20 @@ async fn run(args: Args) -> Result<(), BenchError> {
             Vec::new()
         },
         comparisons,
+        replication: if args.tasklane(Scenario::Cluster) {
+            vec![
+                Replication::new("single node, classic queue", &tasklane_pipe, &tasklane_pipe, &single_quorum_pipe),
+                Replication::new("single node, quorum queue", &single_quorum_pipe, &tasklane_pipe, &single_quorum_pipe),
+                Replication::new(
+                    "3-node cluster, quorum queue on every node",
+                    &cluster_pipe,
+                    &tasklane_pipe,
+                    &single_quorum_pipe,
+                ),
+            ]
+        } else {
+            Vec::new()
+        },
         latency: latency_rows,
     };
     println!("{}", report.table());

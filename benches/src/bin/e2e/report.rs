@@ -105,6 +105,34 @@ impl RawConsume {
     }
 }
 
+/// tasklane's full pipe on one kind of queue, against the classic queue of
+/// the single node in the same rounds.
+#[derive(Clone, Debug, Serialize)]
+pub struct Replication {
+    pub name: &'static str,
+    pub per_s: Option<f64>,
+    pub runs: Vec<f64>,
+    /// Against the single node's classic queue.
+    pub ratio: Option<f64>,
+    /// Against the single node's quorum queue: what replication costs.
+    pub ratio_quorum: Option<f64>,
+    pub cpu_us: Option<f64>,
+}
+
+impl Replication {
+    pub fn new(name: &'static str, rate: &Rate, single_classic: &Rate, single_quorum: &Rate) -> Self {
+        let against = |base: &Rate| rate.median().zip(base.median()).map(|(r, s)| r / s);
+        Self {
+            name,
+            per_s: rate.median(),
+            runs: rate.runs.clone(),
+            ratio: against(single_classic),
+            ratio_quorum: against(single_quorum),
+            cpu_us: rate.median_cpu_us(),
+        }
+    }
+}
+
 /// Handoff latency of one side under one load.
 #[derive(Clone, Debug, Serialize)]
 pub struct LatencyRow {
@@ -133,6 +161,8 @@ pub struct Report {
     /// Raw consume figures that have no tasklane counterpart of their own.
     pub raw_consume: Vec<RawConsume>,
     pub comparisons: Vec<Comparison>,
+    /// The full pipe on a quorum queue, single node and 3-node cluster.
+    pub replication: Vec<Replication>,
     pub latency: Vec<LatencyRow>,
 }
 
@@ -176,6 +206,21 @@ impl Report {
                 us(c.raw_cpu_us),
                 us(c.tasklane_cpu_us)
             );
+        }
+        if !self.replication.is_empty() {
+            out += "\n| full pipe, consume to confirm (tasklane) | tasks/s | vs single node, classic | vs single node, quorum | CPU µs/task |\n";
+            out += "|---|---:|---:|---:|---:|\n";
+            let ratio = |x: Option<f64>| x.map_or_else(|| "-".into(), |x| format!("{x:.2}"));
+            for r in &self.replication {
+                out += &format!(
+                    "| {} | {} | {} | {} | {} |\n",
+                    r.name,
+                    per_s(r.per_s),
+                    ratio(r.ratio),
+                    ratio(r.ratio_quorum),
+                    us(r.cpu_us)
+                );
+            }
         }
         if !self.latency.is_empty() {
             out += "\n| latency | load | samples | p50 ms | p99 ms | max ms | target |\n";

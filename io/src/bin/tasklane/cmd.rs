@@ -11,14 +11,13 @@ use clap::{ArgGroup, Args};
 use tasklane_core::message::MAX_KIND_LEN;
 use tasklane_core::{EndpointId, Task, TaskId};
 use tasklane_io::amqp::{self, ConnectOptions};
-use tasklane_io::service::{self, Management, QueueType, Results, ResultsOptions, ServiceError, Submitter, TaskStore};
+use tasklane_io::service::{
+    self, Brokers, Management, QueueType, Results, ResultsOptions, ServiceError, Submitter, TaskQueue, TaskStore, DEAD,
+};
 use tasklane_io::spool::{self, SpoolError};
 
 use crate::failure::Failure;
 use crate::Global;
-
-/// Longest wait for the broker's answer to a connection attempt.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// `tasklane submit`.
 #[derive(Args, Debug)]
@@ -116,26 +115,28 @@ pub struct EndpointArgs {
     pub metrics: Option<std::net::SocketAddr>,
 }
 
-/// Parses `--amqp`; a bad URL is a usage error.
-pub fn connect_options(g: &Global, name: &str) -> Result<ConnectOptions, Failure> {
-    let mut opts = ConnectOptions::parse(&g.amqp).map_err(|e| Failure::Usage(format!("--amqp: {e}")))?;
-    if let Some(ca) = &g.tls_ca {
-        opts = opts.with_tls_ca(ca);
+/// Parses `--amqp` (one URL, or a cluster's nodes separated by commas)
+/// with `--tls-ca` and `--failover`; each bad URL is a line of a usage
+/// error.
+pub fn brokers(g: &Global, name: &str) -> Result<Brokers, Failure> {
+    let list = ConnectOptions::parse_list(&g.amqp)
+        .map_err(|e| Failure::Problems(e.to_string().lines().map(|line| format!("--amqp: {line}")).collect()))?;
+    let mut brokers = Brokers::new(list).map_err(|e| Failure::Usage(format!("--amqp: {e}")))?;
+    if !name.is_empty() {
+        brokers = brokers.connection_name(name);
     }
-    Ok(opts.with_connection_name(name))
+    if let Some(ca) = &g.tls_ca {
+        brokers = brokers.tls_ca(ca);
+    }
+    if let Some(failover) = g.failover {
+        brokers = brokers.failover(failover);
+    }
+    Ok(brokers)
 }
 
-/// Connects, giving up after [`CONNECT_TIMEOUT`].
-pub async fn connect(opts: &ConnectOptions) -> Result<Connection, Failure> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, amqp::connect(opts)).await {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(Failure::Runtime(e.to_string())),
-        Err(_) => Err(Failure::Runtime(format!(
-            "cannot connect to {}: no answer within {} s",
-            opts.url,
-            CONNECT_TIMEOUT.as_secs()
-        ))),
-    }
+/// A connection to the first node that answers, for work of our own.
+pub async fn connect(brokers: &Brokers) -> Result<Connection, Failure> {
+    brokers.connect().await.map(|(conn, _)| conn).map_err(|e| Failure::Runtime(e.to_string()))
 }
 
 /// Opens the service's task store, with the retention bound of the
@@ -159,33 +160,39 @@ pub fn service_failure(e: ServiceError) -> Failure {
     }
 }
 
-async fn close(conn: Connection) {
-    let _ = tokio::time::timeout(Duration::from_secs(5), conn.close()).await;
-}
-
-/// `tasklane provision E [--user]`.
+/// `tasklane provision E [--queue-type T] [--delivery-limit N] [--user]`.
 pub async fn provision(
     g: &Global,
     endpoint: &EndpointId,
     queue_type: QueueType,
+    delivery_limit: u32,
     user: &UserArgs,
 ) -> Result<(), Failure> {
-    let opts = connect_options(g, "tasklane provision")?;
+    let brokers = brokers(g, "tasklane provision")?;
+    let first = &brokers.nodes()[0].url;
     let api = match (&user.management, user.user) {
         (_, false) => None,
-        (None, true) => Some(Management::for_broker(&opts.url)),
+        (None, true) => Some(Management::for_broker(first)),
         (Some(base), true) => Some(
-            Management::new(base, opts.url.username(), opts.url.password())
+            Management::new(base, first.username(), first.password())
                 .map_err(|e| Failure::Usage(format!("--management: {e}")))?,
         ),
     };
-    let conn = connect(&opts).await?;
-    let outcome = service::provision(&conn, endpoint, queue_type).await;
-    close(conn).await;
-    outcome.map_err(service_failure)?;
-    println!("provisioned {endpoint} ({queue_type} task queue {})", endpoint.task_queue());
+    let queue = TaskQueue::from(queue_type).delivery_limit((delivery_limit > 0).then_some(delivery_limit));
+    let made = brokers.provision(endpoint, queue).await.map_err(service_failure)?;
+    let limit = match (queue_type, queue.delivery_limit) {
+        (QueueType::Quorum, Some(n)) => format!(", delivery limit {n}"),
+        (QueueType::Quorum, None) => ", no delivery limit".into(),
+        (QueueType::Classic, _) => String::new(),
+    };
+    println!(
+        "provisioned {endpoint} ({queue_type} task queue {}{limit}; results {}, {DEAD} {})",
+        endpoint.task_queue(),
+        made.results,
+        made.dead
+    );
     let Some(api) = api else { return Ok(()) };
-    let vhost = opts.url.vhost();
+    let vhost = first.vhost();
     let made = service::provision_user(&api, vhost, endpoint, user.rotate_password)
         .await
         .map_err(|e| Failure::runtime(format!("cannot provision the user of {endpoint}"), e))?;
@@ -193,8 +200,9 @@ pub async fn provision(
         Some(password) => {
             let verb = if made.created { "created" } else { "given a new password" };
             println!("user {} {verb}; its password, shown only this once: {password}", made.username);
-            let url = endpoint_url(&opts.url, &made.username, password);
-            println!("endpoint URL: {url}");
+            let urls: Vec<String> =
+                brokers.nodes().iter().map(|n| endpoint_url(&n.url, &made.username, password)).collect();
+            println!("endpoint URL: {}", urls.join(","));
         }
         None => println!(
             "user {} exists; permissions set, password unchanged (--rotate-password for a new one)",
@@ -225,7 +233,7 @@ pub fn new_task_id() -> TaskId {
 
 /// `tasklane submit E --count N | --file F`.
 pub async fn submit(g: &Global, args: SubmitArgs) -> Result<(), Failure> {
-    let opts = connect_options(g, "tasklane submit")?;
+    let brokers = brokers(g, "tasklane submit")?;
     if let Some(k) = &args.kind {
         if k.is_empty() || k.len() > MAX_KIND_LEN {
             return Err(Failure::Usage(format!("--kind must be 1 to {MAX_KIND_LEN} bytes")));
@@ -253,15 +261,13 @@ pub async fn submit(g: &Global, args: SubmitArgs) -> Result<(), Failure> {
     let tasks = payloads.map(|body| Task { id: new_task_id(), kind: kind.clone(), body });
 
     let store = open_store(g)?;
-    let conn = connect(&opts).await?;
     let outcome = async {
-        let mut submitter = Submitter::open(&conn, store).await?;
+        let mut submitter = Submitter::connect(&brokers, store).await?;
         let n = submitter.submit_all(&args.endpoint, tasks, |_| {}).await;
         submitter.close().await;
         n
     }
     .await;
-    close(conn).await;
     let n = outcome.map_err(service_failure)?;
     println!("submitted {n} tasks to {}", args.endpoint);
     Ok(())
@@ -318,13 +324,12 @@ fn print_result(r: &service::AcceptedResult, json: bool) {
 
 /// `tasklane results`.
 pub async fn results(g: &Global, args: ResultsArgs) -> Result<(), Failure> {
-    let opts = connect_options(g, "tasklane results")?;
+    let brokers = brokers(g, "tasklane results")?;
     let store = open_store(g)?;
     let stop = stop_flag();
-    let conn = connect(&opts).await?;
     let deadline = args.timeout.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
     let outcome = async {
-        let mut results = Results::open(&conn, store, ResultsOptions::default()).await?;
+        let mut results = Results::connect(&brokers, store, ResultsOptions::default()).await?;
         let mut seen = 0u64;
         let mut end = Ok(());
         loop {
@@ -356,7 +361,6 @@ pub async fn results(g: &Global, args: ResultsArgs) -> Result<(), Failure> {
         Ok::<_, ServiceError>(end)
     }
     .await;
-    close(conn).await;
     outcome.map_err(service_failure)?
 }
 

@@ -11,9 +11,9 @@ use amqprs::channel::QueueDeleteArguments;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tasklane_core::{EndpointId, Task, TaskId};
-use tasklane_io::service::{self, QueueType, Results, ResultsOptions, ServiceError, Submitter, TaskStore};
+use tasklane_io::service::{QueueType, Results, ResultsOptions, ServiceError, Submitter, TaskStore};
 
-use crate::cmd::{connect, connect_options, generated_payload, new_task_id, service_failure};
+use crate::cmd::{brokers, connect, generated_payload, new_task_id, service_failure};
 use crate::failure::Failure;
 use crate::handler::Handler;
 use crate::Global;
@@ -69,14 +69,13 @@ fn percentile(v: &[Duration], p: f64) -> Duration {
 
 /// Runs the demo.
 pub async fn run(g: &Global, args: DemoArgs) -> Result<(), Failure> {
-    let opts = connect_options(g, "tasklane demo service")?;
+    let brokers = brokers(g, "tasklane demo service")?;
     let scratch = Scratch::new()?;
     let store = TaskStore::open(scratch.0.join("service"))
         .map_err(|e| Failure::runtime("cannot open the demo's task store", e))?;
-    let conn = connect(&opts).await?;
     let endpoint = EndpointId::new(format!("demo-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]))
         .expect("a valid endpoint id");
-    service::provision(&conn, &endpoint, QueueType::Classic).await.map_err(service_failure)?;
+    brokers.provision(&endpoint, QueueType::Classic).await.map_err(service_failure)?;
 
     let config = crate::endpoint::demo_config(g, &endpoint, &scratch.0.join("spool"))?;
     let running = crate::endpoint::start(config, Handler::Echo, None).await?;
@@ -86,7 +85,8 @@ pub async fn run(g: &Global, args: DemoArgs) -> Result<(), Failure> {
     let recv_bar = bar(&multi, args.tasks, "results");
 
     // Results, collected concurrently with submitting.
-    let mut results = Results::open(&conn, store.clone(), ResultsOptions::default()).await.map_err(service_failure)?;
+    let mut results =
+        Results::connect(&brokers, store.clone(), ResultsOptions::default()).await.map_err(service_failure)?;
     let expected = args.tasks;
     let stall = Duration::from_secs(args.stall_timeout);
     let recv_progress = recv_bar.clone();
@@ -113,7 +113,7 @@ pub async fn run(g: &Global, args: DemoArgs) -> Result<(), Failure> {
         sent_at.insert(task.id.clone(), Instant::now());
         task
     });
-    let mut submitter = Submitter::open(&conn, store).await.map_err(service_failure)?;
+    let mut submitter = Submitter::connect(&brokers, store).await.map_err(service_failure)?;
     let submitted = submitter.submit_all(&endpoint, tasks, |n| sent_bar.inc(n as u64)).await;
     submitter.close().await;
     sent_bar.finish();
@@ -126,11 +126,13 @@ pub async fn run(g: &Global, args: DemoArgs) -> Result<(), Failure> {
     stopped?;
 
     // Leave no demo queue behind (it is empty now).
-    if let Ok(ch) = conn.open_channel(None).await {
-        let _ = ch.queue_delete(QueueDeleteArguments::new(&endpoint.task_queue())).await;
-        let _ = ch.close().await;
+    if let Ok(conn) = connect(&brokers).await {
+        if let Ok(ch) = conn.open_channel(None).await {
+            let _ = ch.queue_delete(QueueDeleteArguments::new(&endpoint.task_queue())).await;
+            let _ = ch.close().await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn.close()).await;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), conn.close()).await;
 
     let mut latencies: Vec<Duration> =
         received.iter().filter_map(|(id, at)| sent_at.get(id).map(|s| at.saturating_duration_since(*s))).collect();

@@ -13,7 +13,7 @@ use tasklane_io::settings::{EndpointSettings, Problems};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::cmd::{connect_options, EndpointArgs};
+use crate::cmd::{brokers, EndpointArgs};
 use crate::failure::Failure;
 use crate::handler::Handler;
 use crate::Global;
@@ -75,9 +75,11 @@ const DEFAULT_HEARTBEAT: u16 = 10;
 /// three at once.
 pub fn configure(g: &Global, args: &EndpointArgs) -> Result<(EndpointConfig, Option<SocketAddr>), Failure> {
     let (mut settings, mut problems) = EndpointSettings::load(args.source.config.as_deref(), std::env::vars());
-    if g.amqp_given || settings.amqp_url.is_none() {
+    if g.amqp_given || (settings.amqp_url.is_none() && settings.amqp_urls.is_none()) {
         settings.amqp_url = Some(g.amqp.clone());
+        settings.amqp_urls = None;
     }
+    settings.failover = g.failover.or(settings.failover);
     if let Some(ca) = &g.tls_ca {
         settings.tls_ca = Some(ca.clone());
     }
@@ -100,10 +102,13 @@ pub fn configure(g: &Global, args: &EndpointArgs) -> Result<(EndpointConfig, Opt
 
 /// The configuration of `tasklane demo`'s in-process endpoint.
 pub fn demo_config(g: &Global, endpoint: &EndpointId, spool: &Path) -> Result<EndpointConfig, Failure> {
-    connect_options(g, "")?; // a bad URL is a usage error, as everywhere
-    let mut config = EndpointConfig::new(&g.amqp, endpoint.as_str(), spool)
+    let nodes = brokers(g, "")?.nodes().to_vec(); // each bad URL is a usage error, as everywhere
+    let mut config = EndpointConfig::with_brokers(nodes, endpoint.clone(), spool)
         .map_err(|e| Failure::Usage(e.to_string()))?
         .heartbeat(DEFAULT_HEARTBEAT);
+    if let Some(failover) = g.failover {
+        config = config.failover(failover);
+    }
     if let Some(ca) = &g.tls_ca {
         config = config.tls_ca(ca);
     }

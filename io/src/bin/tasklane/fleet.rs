@@ -12,7 +12,7 @@ use tasklane_io::fleet::dashboard::{Dashboard, DashboardOptions};
 use tasklane_io::fleet::{member_json, members, Fleet, FleetMember, Shown};
 use tasklane_io::service::{ServiceError, TaskStore};
 
-use crate::cmd::{connect, connect_options, open_store, service_failure, stop_flag};
+use crate::cmd::{brokers, connect, open_store, service_failure, stop_flag};
 use crate::failure::{print_lines, Failure};
 use crate::Global;
 
@@ -101,10 +101,10 @@ fn read(store: &TaskStore) -> Result<Vec<FleetMember>, Failure> {
 
 /// `tasklane fleet [--json] [--watch]`.
 pub async fn fleet(g: &Global, args: FleetArgs) -> Result<(), Failure> {
-    let opts = connect_options(g, "tasklane fleet")?;
+    let brokers = brokers(g, "tasklane fleet")?;
     let store = open_store(g)?;
     let stop = stop_flag();
-    let conn = connect(&opts).await?;
+    let conn = connect(&brokers).await?;
     let outcome = async {
         let mut fleet = Fleet::open(&conn, store.clone()).await?;
         let result = loop {
@@ -148,7 +148,7 @@ pub async fn fleet(g: &Global, args: FleetArgs) -> Result<(), Failure> {
 
 /// `tasklane dashboard --listen ADDR`, until SIGINT/SIGTERM.
 pub async fn dashboard(g: &Global, args: DashboardArgs) -> Result<(), Failure> {
-    let opts = connect_options(g, "tasklane dashboard")?;
+    let opts = brokers(g, "tasklane dashboard")?;
     let store = open_store(g)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -19,7 +19,8 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tasklane_core::EndpointId;
-use tasklane_io::service::{QueueType, Retention};
+use tasklane_core::Failover;
+use tasklane_io::service::{QueueType, Retention, TaskQueue};
 
 use failure::Failure;
 
@@ -47,9 +48,14 @@ struct Cli {
 /// Options every subcommand takes.
 #[derive(Args, Debug, Clone)]
 pub struct Global {
-    /// AMQP URL of the broker (the path is the vhost: %2f for "/").
-    #[arg(long = "amqp", value_name = "URL", env = "TASKLANE_AMQP_URL", default_value = DEFAULT_URL, global = true, hide_env_values = true)]
+    /// AMQP URL of the broker (the path is the vhost: %2f for "/"), or of
+    /// each node of a cluster, separated by commas.
+    #[arg(long = "amqp", value_name = "URL[,URL...]", env = "TASKLANE_AMQP_URL", default_value = DEFAULT_URL, global = true, hide_env_values = true)]
     pub amqp: String,
+    /// The order in which a cluster's nodes are tried: in-order, or shuffle
+    /// (a fresh random order every round) [default: shuffle].
+    #[arg(long = "failover", value_name = "ORDER", env = "TASKLANE_FAILOVER", value_parser = parse_failover, global = true)]
+    pub failover: Option<Failover>,
     /// For amqps:// URLs: PEM file of the CAs to trust instead of the public
     /// web roots (same as the URL's ?cacertfile=).
     #[arg(long = "tls-ca", value_name = "FILE", env = "TASKLANE_TLS_CA", global = true)]
@@ -96,9 +102,14 @@ enum Command {
         /// Endpoint id: 1-64 characters of A-Z a-z 0-9 _ -
         #[arg(value_parser = parse_endpoint)]
         endpoint: EndpointId,
-        /// Kind of the task queue.
-        #[arg(long, value_name = "TYPE", default_value = "classic", value_parser = parse_queue_type)]
+        /// Kind of the task queue: quorum (replicated across a cluster's
+        /// nodes) or classic.
+        #[arg(long, value_name = "TYPE", default_value = "quorum", value_parser = parse_queue_type)]
         queue_type: QueueType,
+        /// Quorum queues: a task delivered this many times without an ack
+        /// goes to tasklane.dead (0: no limit).
+        #[arg(long, value_name = "N", default_value_t = TaskQueue::DEFAULT_DELIVERY_LIMIT)]
+        delivery_limit: u32,
         #[command(flatten)]
         user: cmd::UserArgs,
     },
@@ -151,6 +162,14 @@ fn parse_queue_type(s: &str) -> Result<QueueType, String> {
     s.parse()
 }
 
+pub fn parse_failover(s: &str) -> Result<Failover, String> {
+    match s {
+        "in-order" => Ok(Failover::InOrder),
+        "shuffle" => Ok(Failover::Shuffle),
+        _ => Err(format!("{s:?} is neither \"in-order\" nor \"shuffle\"")),
+    }
+}
+
 fn main() -> ExitCode {
     logging::unset_empty_variables();
     let parsed = Cli::command().try_get_matches().and_then(|m| Ok((Cli::from_arg_matches(&m)?, m)));
@@ -186,7 +205,9 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), Failure> {
     let g = cli.global;
     match cli.command {
-        Command::Provision { endpoint, queue_type, user } => cmd::provision(&g, &endpoint, queue_type, &user).await,
+        Command::Provision { endpoint, queue_type, delivery_limit, user } => {
+            cmd::provision(&g, &endpoint, queue_type, delivery_limit, &user).await
+        }
         Command::Submit(args) => cmd::submit(&g, args).await,
         Command::Endpoint(args) => endpoint::run(&g, args).await,
         Command::Results(args) => cmd::results(&g, args).await,

@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 pub use page::{render, Snapshot};
 
 use super::{members, throughput, Fleet};
-use crate::amqp::{self, ConnectOptions};
+use crate::service::Brokers;
 use crate::service::{now_ms, ServiceError, TaskStore};
 
 /// How the page looks and refreshes.
@@ -66,7 +66,7 @@ pub struct Dashboard {
 impl Dashboard {
     /// Serves the page on `listener` and keeps draining `tasklane.status`
     /// of the broker `connect` names into `store`, reconnecting as needed.
-    pub fn start(listener: TcpListener, store: TaskStore, connect: ConnectOptions, options: DashboardOptions) -> Self {
+    pub fn start(listener: TcpListener, store: TaskStore, connect: Brokers, options: DashboardOptions) -> Self {
         let addr = listener.local_addr().expect("a bound listener has an address");
         let shared = Arc::new(Shared { store, options, link: Mutex::new(Err("connecting".into())) });
         tracing::info!(%addr, "dashboard on http://{addr}/");
@@ -92,7 +92,7 @@ impl Dashboard {
     }
 }
 
-async fn drain_loop(shared: Arc<Shared>, connect: ConnectOptions) {
+async fn drain_loop(shared: Arc<Shared>, connect: Brokers) {
     let mut last = None;
     loop {
         let outcome = drain_session(&shared, &connect).await;
@@ -114,10 +114,9 @@ async fn drain_loop(shared: Arc<Shared>, connect: ConnectOptions) {
 }
 
 /// One connection's worth of draining; returns why it ended.
-async fn drain_session(shared: &Shared, connect: &ConnectOptions) -> Result<(), String> {
-    let attempt = tokio::time::timeout(Duration::from_secs(20), amqp::connect_with_info(connect));
-    let (conn, info) =
-        attempt.await.map_err(|_| "no answer from the broker".to_string())?.map_err(|e| e.to_string())?;
+async fn drain_session(shared: &Shared, connect: &Brokers) -> Result<(), String> {
+    // One round over the nodes, each attempt bounded by the connect timeout.
+    let (conn, info) = connect.connect().await.map_err(|e| e.to_string())?;
     let opened = Fleet::open(&conn, shared.store.clone()).await;
     let mut fleet = match opened {
         Ok(f) => f,
