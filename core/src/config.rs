@@ -90,6 +90,12 @@ pub struct Config {
     pub standby_poll: Duration,
     /// Longest a shutdown waits for the spool to commit what was issued.
     pub shutdown_grace: Duration,
+    /// A session lost this soon after its `basic.consume` is suspected of
+    /// having met a poison message: the head of the queue is scanned
+    /// before the next connection.
+    pub poison_window: Duration,
+    /// Longest a poison scan may take before the lane gives up on it.
+    pub quarantine_timeout: Duration,
     /// How long a `connection.blocked` may last before the connection is
     /// dropped and made again; the service decides it (SPEC §2).
     pub blocked_timeout: Duration,
@@ -145,6 +151,8 @@ impl Config {
             standby_retry: Duration::from_secs(2),
             standby_poll: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(10),
+            poison_window: Duration::from_secs(10),
+            quarantine_timeout: Duration::from_secs(30),
             blocked_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(30),

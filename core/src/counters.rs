@@ -32,6 +32,9 @@ pub struct Counters {
     pub connections: u64,
     /// Connection attempts that failed or sessions that were lost.
     pub disconnects: u64,
+    /// Deliveries the client could not decode, moved to `tasklane.dead`
+    /// by a poison scan.
+    pub quarantined: u64,
     /// Spool writes the spool refused (a bug; see `Event::SpoolRefused`).
     pub spool_refused: u64,
 }

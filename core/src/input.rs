@@ -90,6 +90,18 @@ pub enum Input {
         /// Which channel.
         channel: ChannelId,
     },
+    /// The answer to `Amqp::Quarantine`.
+    QuarantineDone {
+        /// Which scan.
+        scan: u64,
+        /// The message ids (lossily as text) of what was moved to
+        /// `tasklane.dead` as undecodable.
+        quarantined: Vec<String>,
+        /// How many messages the scan looked at.
+        scanned: u32,
+        /// Why the scan could not finish, if it could not.
+        error: Option<String>,
+    },
     /// `Amqp::ConfirmSelect` succeeded.
     ConfirmSelectOk {
         /// Which channel.
@@ -201,6 +213,7 @@ impl Input {
             Input::ConsumeOk { .. } => "ConsumeOk",
             Input::ConsumerCount { .. } => "ConsumerCount",
             Input::ConsumerCancelled { .. } => "ConsumerCancelled",
+            Input::QuarantineDone { .. } => "QuarantineDone",
             Input::ConfirmSelectOk { .. } => "ConfirmSelectOk",
             Input::Delivery { .. } => "Delivery",
             Input::PublishAck { .. } => "PublishAck",

@@ -109,6 +109,21 @@ pub enum Amqp {
         /// The message: `message_id`, headers and body.
         message: RawMessage,
     },
+    /// Scan the head of `queue` (up to `max` messages) with a client of its
+    /// own on broker address `address`, while the lane has no connection:
+    /// move every message the lane's AMQP client cannot decode to
+    /// `tasklane.dead` with the reason, give back the others. Answer:
+    /// `QuarantineDone` with `scan`. See the poison policy in core's lane.
+    Quarantine {
+        /// The scan's id.
+        scan: u64,
+        /// Which broker address.
+        address: usize,
+        /// The queue, `E.tasks`.
+        queue: String,
+        /// Most messages to look at (the prefetch window).
+        max: u32,
+    },
     /// Close the connection (if any) politely (`connection.close`), giving
     /// up on the close handshake after a short bound, and forget it; no
     /// answer is expected beyond a possible late `ConnectionLost`, which is
@@ -216,6 +231,19 @@ pub enum Event {
     },
     /// The broker cancelled the consumer; the connection is made again.
     ConsumerCancelled,
+    /// A poison scan moved deliveries the client cannot decode to
+    /// `tasklane.dead`, with the reason.
+    Quarantined {
+        /// Their message ids, lossily as text.
+        message_ids: Vec<String>,
+        /// How many messages the scan looked at.
+        scanned: u32,
+    },
+    /// A poison scan could not be made (the broker refused it, timed out).
+    QuarantineFailed {
+        /// Why.
+        reason: String,
+    },
     /// Shutdown ended at its grace with spool writes not committed (their
     /// tasks were never acked: the broker delivers them again later).
     ShutdownIncomplete {

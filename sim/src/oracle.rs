@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 use tasklane_core::TaskId;
 
 use crate::broker::{Broker, Event, PublishOutcome, SettleKind, SettleRecord, DEAD, RESULTS};
+use crate::endpoint::poison::is_scan_client;
 use crate::endpoint::{Record, SimEndpoint};
 use crate::service::{Service, ServiceRecord, MALFORMED_KEY};
 
@@ -153,14 +154,25 @@ pub fn no_stale_tag_ack(r: &SettleRecord) -> Result<(), Violation> {
 
 /// At most one endpoint consumes the task queue: among the endpoints with
 /// an active consumer or unacked deliveries on it, there is at most one.
+/// Poison scans do not count: they hand nothing to an application. Nor do
+/// deliveries left on a channel whose consumer the broker cancelled: the
+/// broker gave the queue to the next consumer itself, and an endpoint cut
+/// off from it cannot know before its connection dies (RabbitMQ does the
+/// same; the endpoint drops its connection as soon as it hears).
 pub fn at_most_one_consumer(v: &View) -> Result<(), Violation> {
     let mut holders = BTreeSet::new();
     for c in v.broker.active_consumers(v.task_queue) {
+        if is_scan_client(&c.channel.client) {
+            continue;
+        }
         if let Some(ep) = v.endpoint_of(&c.channel.client) {
             holders.insert(ep.name().to_owned());
         }
     }
     for d in v.broker.unacked(v.task_queue) {
+        if d.orphaned || is_scan_client(&d.channel.client) {
+            continue;
+        }
         if let Some(ep) = v.endpoint_of(&d.channel.client) {
             holders.insert(ep.name().to_owned());
         }

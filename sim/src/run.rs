@@ -13,7 +13,7 @@ use crate::faults::{FaultCounts, FaultDriver};
 use crate::oracle::{pending, Oracle, View, Violation};
 use crate::rng::Rng;
 use crate::sabotage::Sabotage;
-use crate::service::{self, Service};
+use crate::service::{self, Service, Shape};
 use crate::swarm::{Claim, Swarm, FAULT_PHASE};
 use crate::trace::TraceHash;
 use crate::wire::session::Dial;
@@ -225,10 +225,15 @@ pub fn run(opts: &RunOptions) -> Report {
         }
     }
     let mut plan_rng = Rng::new(seed).fork(0x91A4);
-    let mut times: Vec<(Duration, bool)> = (0..swarm.tasks + swarm.malformed)
+    let mut times: Vec<(Duration, Shape)> = (0..swarm.tasks + swarm.malformed + swarm.poison)
         .map(|i| {
             let at = plan_rng.range(0, FAULT_PHASE.as_millis() as u64 - 1000);
-            (Duration::from_millis(at), i >= swarm.tasks)
+            let shape = match i {
+                i if i < swarm.tasks => Shape::Good,
+                i if i < swarm.tasks + swarm.malformed => Shape::Malformed,
+                _ => Shape::Poison,
+            };
+            (Duration::from_millis(at), shape)
         })
         .collect();
     times.sort();

@@ -24,6 +24,7 @@ use crate::workload::TaskMaker;
 
 use crate::broker::RESULTS;
 use crate::clock::Clock;
+use crate::endpoint::poison::UNDECODABLE;
 use crate::endpoint::{raw_to_wire, wire_to_raw};
 use crate::wire::session::{self, ConnEvent, Dial};
 use crate::wire::{ClientMethod, Message, ServerMethod};
@@ -38,16 +39,33 @@ pub struct Submission {
     pub at: Duration,
     pub endpoint: EndpointId,
     pub task: Task,
-    /// Sent broken (no message id, or a `tasklane-kind` of the wrong type):
-    /// the endpoint must reject it so that it lands in `tasklane.dead`.
+    /// Sent broken (no message id, or a `tasklane-kind` of the wrong type,
+    /// or undecodable for the endpoint's client): it must land in
+    /// `tasklane.dead`.
     pub malformed: bool,
+    /// Sent undecodable for the endpoint's client (a poison message): the
+    /// endpoint's poison scan must move it to `tasklane.dead`.
+    pub poison: bool,
+}
+
+/// What a planned submission is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Shape {
+    /// A task to answer.
+    Good,
+    /// A message the endpoint decodes and rejects.
+    Malformed,
+    /// A message the endpoint's client cannot decode at all.
+    Poison,
 }
 
 impl Submission {
     /// The message as published.
     pub fn message(&self) -> Message {
         let mut m = raw_to_wire(&encode_task(&self.task));
-        if self.malformed {
+        if self.poison {
+            m = m.with_header(MALFORMED_KEY, self.task.id.as_str()).with_header(UNDECODABLE, true);
+        } else if self.malformed {
             m = m.with_header(MALFORMED_KEY, self.task.id.as_str());
             if self.task.id.as_str().ends_with(['0', '2', '4', '6', '8']) {
                 m.message_id = None;
@@ -301,18 +319,19 @@ fn take(in_flight: &mut BTreeMap<u64, TaskId>, tag: u64, multiple: bool) -> Vec<
 }
 
 /// Makes the plan: tasks for `endpoint` submitted at the given offsets,
-/// the ones marked `true` malformed, each made by `make` from `rng`.
+/// each of the given shape, each made by `make` from `rng`.
 pub fn plan(
     endpoint: &EndpointId,
-    times: impl IntoIterator<Item = (Duration, bool)>,
+    times: impl IntoIterator<Item = (Duration, Shape)>,
     make: &TaskMaker,
     rng: &mut Rng,
 ) -> Vec<Submission> {
     times
         .into_iter()
         .enumerate()
-        .map(|(i, (at, malformed))| {
+        .map(|(i, (at, shape))| {
             let (kind, body) = make(i, rng);
+            let malformed = shape != Shape::Good;
             Submission {
                 at,
                 endpoint: endpoint.clone(),
@@ -322,6 +341,7 @@ pub fn plan(
                     body,
                 },
                 malformed,
+                poison: shape == Shape::Poison,
             }
         })
         .collect()

@@ -25,6 +25,9 @@ pub struct Swarm {
     pub tasks: usize,
     /// Malformed messages among them, which must end in `tasklane.dead`.
     pub malformed: usize,
+    /// Poison messages among them (undecodable for the endpoint's client:
+    /// they kill its connection), which must end in `tasklane.dead`.
+    pub poison: usize,
     /// Link partitions per second (mid-stream connection loss: a turmoil
     /// partition stalls a stream, heartbeats end it).
     pub partition_rate: f64,
@@ -91,9 +94,11 @@ impl Swarm {
         let work_max = Duration::from_millis(r.range(1, 200));
         // Drawn last, so that the knobs above stay what they were for a seed.
         let cancel_rate = rate(&mut r, 0.2);
+        let poison = if r.chance(0.2) { r.range(1, 2) as usize } else { 0 };
         Swarm {
             tasks,
             malformed,
+            poison,
             partition_rate,
             kill_rate,
             hold_rate,
@@ -145,10 +150,11 @@ impl fmt::Display for Swarm {
         };
         write!(
             f,
-            "tasks={} malformed={} partition={}/s kill={}/s hold={}/s crash={}/s broker-restart={}/s cancel={}/s duplicate={} \
+            "tasks={} malformed={} poison={} partition={}/s kill={}/s hold={}/s crash={}/s broker-restart={}/s cancel={}/s duplicate={} \
              latency<={}ms claim={} prefetch={} heartbeat={}ms fsync<={}ms work<={}ms",
             self.tasks,
             self.malformed,
+            self.poison,
             self.partition_rate,
             self.kill_rate,
             self.hold_rate,

@@ -279,6 +279,13 @@ pub fn commands_fit_the_session(a: &Auditor, cmd: &Amqp) -> Result<(), Violation
             queue_ok(queue)
         }
         Amqp::ConfirmSelect { channel } => live(channel, "confirm.select"),
+        Amqp::Quarantine { queue, .. } => {
+            // The scan consumes the queue itself: no consumer of the lane's
+            // may be registered meanwhile.
+            let conn = a.last_conn();
+            ensure(!a.conn_live(conn), NAME, || format!("a poison scan while connection {conn:?} may be live"))?;
+            queue_ok(queue)
+        }
         Amqp::Ack { .. } | Amqp::Reject { .. } | Amqp::Publish { .. } | Amqp::Disconnect { .. } => Ok(()),
     }
 }
@@ -289,7 +296,7 @@ pub fn no_intake_after_shutdown(a: &Auditor, out: &Output) -> Result<(), Violati
         return Ok(());
     }
     let intake = matches!(out, Output::Spool(w) if matches!(w.op, SpoolOp::Insert(_)))
-        || matches!(out, Output::Amqp(Amqp::Connect { .. }));
+        || matches!(out, Output::Amqp(Amqp::Connect { .. } | Amqp::Quarantine { .. }));
     ensure(!intake, "no_intake_after_shutdown", || format!("after Shutdown the lane asked for {out:?}"))
 }
 

@@ -292,6 +292,7 @@ impl Auditor {
     fn command(&mut self, cmd: &Amqp) -> Result<(), Violation> {
         commands_fit_the_session(self, cmd)?;
         match cmd {
+            Amqp::Quarantine { .. } => no_intake_after_shutdown(self, &Output::Amqp(cmd.clone()))?,
             Amqp::Connect { conn, .. } => {
                 no_intake_after_shutdown(self, &Output::Amqp(cmd.clone()))?;
                 self.last_conn = conn.0;

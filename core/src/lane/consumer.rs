@@ -94,6 +94,9 @@ impl Lane {
         }
         let queue = self.cfg.endpoint.task_queue();
         self.out.push_back(Output::Amqp(Amqp::Consume { channel, queue, exclusive }));
+        if let Conn::Up(s) = &mut self.conn {
+            s.consumed_at = Some(self.now);
+        }
         self.intake.start(channel);
         #[cfg(feature = "sabotage")]
         self.ack_stale_tags(channel);

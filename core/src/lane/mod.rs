@@ -13,6 +13,7 @@ mod consumer;
 mod inbox;
 mod intake;
 mod outbox;
+mod poison;
 mod session;
 mod shutdown;
 mod space;
@@ -56,6 +57,8 @@ pub struct Lane {
     ids: IdSource,
     /// Which broker address the next attempt goes to.
     rounds: Rounds,
+    /// Poison scans asked for so far (their ids).
+    ids_scan: u64,
     /// Spool writes issued (the last one's position) and committed.
     issued: u64,
     committed: u64,
@@ -87,10 +90,11 @@ impl Lane {
         let mut lane = Self {
             rng,
             rounds,
+            ids_scan: 0,
             out: VecDeque::new(),
             counters: Counters::default(),
             status: Status::Connecting,
-            conn: Conn::Down { retry_at: now, since: now, reason: String::new() },
+            conn: Conn::Down { retry_at: now, since: now, reason: String::new(), scan: None },
             ids: IdSource::default(),
             issued: 0,
             committed: 0,
@@ -139,6 +143,9 @@ impl Lane {
             Input::ConsumeOk { channel } => self.on_consume_ok(channel),
             Input::ConsumerCount { channel, consumers } => self.on_consumer_count(now, channel, consumers),
             Input::ConsumerCancelled { channel } => self.on_consumer_cancelled(now, channel),
+            Input::QuarantineDone { scan, quarantined, scanned, error } => {
+                self.on_poison_scan_done(now, scan, quarantined, scanned, error)
+            }
             Input::ConfirmSelectOk { channel } => self.on_confirm_select_ok(now, channel),
             Input::Delivery { channel, tag, redelivered, message } => {
                 self.on_delivery(now, channel, tag, redelivered, message)

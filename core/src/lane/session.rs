@@ -41,6 +41,9 @@ pub(super) struct Session {
     handshake_deadline: Option<Instant>,
     /// When `Connected` came, to tell a lasting session from a flapping one.
     connected_at: Instant,
+    /// When `basic.consume` was sent: a session lost soon after it may
+    /// have met a delivery its client could not decode.
+    pub(super) consumed_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -50,6 +53,9 @@ pub(super) enum Conn {
         retry_at: Instant,
         since: Instant,
         reason: String,
+        /// A poison scan under way (see [`super::poison`]): `retry_at` is
+        /// its deadline, and no connection is made before it answers.
+        scan: Option<u64>,
     },
     /// `Connect` issued.
     Connecting {
@@ -112,6 +118,7 @@ impl Lane {
             blocked: None,
             handshake_deadline: Some(now + self.cfg.handshake_timeout),
             connected_at: now,
+            consumed_at: None,
         }));
         self.out.push_back(Output::Amqp(Amqp::OpenChannel { channel: consume }));
         self.out.push_back(Output::Amqp(Amqp::OpenChannel { channel: publish }));
@@ -126,7 +133,13 @@ impl Lane {
     pub(super) fn on_connection_lost(&mut self, now: Instant, conn: ConnId, reason: String) {
         match &self.conn {
             Conn::Connecting { conn: c, .. } if *c == conn => self.go_down(now, format!("connect failed: {reason}")),
-            Conn::Up(s) if s.conn == conn => self.go_down(now, format!("connection lost: {reason}")),
+            Conn::Up(s) if s.conn == conn => {
+                let young = s.consumed_at.is_some_and(|at| now < at + self.cfg.poison_window);
+                self.go_down(now, format!("connection lost: {reason}"));
+                if young {
+                    self.start_poison_scan(now);
+                }
+            }
             _ => {}
         }
     }
@@ -239,7 +252,14 @@ impl Lane {
         } else {
             Duration::ZERO
         };
-        self.conn = Conn::Down { retry_at: now + delay, since, reason };
+        self.conn = Conn::Down { retry_at: now + delay, since, reason, scan: None };
+    }
+
+    /// Backs off before the next attempt (a failure without a session).
+    pub(super) fn back_off(&mut self, now: Instant) -> Instant {
+        let delay = backoff::delay(self.cfg.reconnect, self.ids.failures, &mut self.rng);
+        self.ids.failures = self.ids.failures.saturating_add(1);
+        now + delay
     }
 
     /// Evidence that the broker works for us (a delivery, a confirm, a
@@ -281,6 +301,7 @@ impl Lane {
     /// Runs every deadline that has passed.
     pub(super) fn on_timers(&mut self, now: Instant) {
         match &mut self.conn {
+            Conn::Down { retry_at, scan: Some(_), .. } if *retry_at <= now => self.on_poison_scan_timeout(now),
             Conn::Down { retry_at, .. } if *retry_at <= now => self.connect(now),
             Conn::Connecting { deadline, .. } if *deadline <= now => {
                 self.drop_connection(now, "connect timed out".into())

@@ -20,6 +20,9 @@ use crate::*;
 pub struct Msg {
     pub raw: RawMessage,
     pub redelivered: bool,
+    /// The lane's client cannot decode it: delivering it kills the
+    /// connection (as amqprs does with a non-UTF-8 message id).
+    pub poison: bool,
 }
 
 impl Msg {
@@ -167,11 +170,16 @@ impl World {
 
     pub fn submit(&mut self, id: &str) {
         self.submitted.insert(TaskId::new(id).unwrap());
-        self.broker.queue.push_back(Msg { raw: task_msg(id), redelivered: false });
+        self.broker.queue.push_back(Msg { raw: task_msg(id), redelivered: false, poison: false });
+    }
+
+    /// A message the lane's client cannot decode.
+    pub fn submit_poison(&mut self, id: &str) {
+        self.broker.queue.push_back(Msg { raw: task_msg(id), redelivered: false, poison: true });
     }
 
     pub fn submit_raw(&mut self, raw: RawMessage) {
-        self.broker.queue.push_back(Msg { raw, redelivered: false });
+        self.broker.queue.push_back(Msg { raw, redelivered: false, poison: false });
     }
 
     /// Feeds `input` to the lane, audits the step, and carries out what the
@@ -333,6 +341,26 @@ impl World {
                     self.inputs.push_back(ack);
                 }
             }
+            Amqp::Quarantine { scan, max, .. } => {
+                let mut quarantined = Vec::new();
+                let mut kept = VecDeque::new();
+                let mut scanned = 0;
+                while scanned < max as usize {
+                    let Some(m) = b.queue.pop_front() else { break };
+                    scanned += 1;
+                    if m.poison {
+                        quarantined.push(m.id().map_or("-".into(), |t| t.to_string()));
+                        b.dead.push(m.raw);
+                    } else {
+                        kept.push_back(m);
+                    }
+                }
+                while let Some(m) = kept.pop_back() {
+                    b.queue.push_front(m);
+                }
+                let scanned = scanned as u32;
+                self.inputs.push_back(Input::QuarantineDone { scan, quarantined, scanned, error: None });
+            }
             Amqp::Disconnect { conn, .. } if b.conn == Some(conn) => {
                 b.drop_connection();
             }
@@ -349,6 +377,15 @@ impl World {
         }
         while b.consumer.unacked.len() < b.consumer.prefetch {
             let Some(m) = b.queue.pop_front() else { break };
+            if m.poison {
+                // The client fails to decode it and drops the connection;
+                // the broker requeues it (and the rest) at the head.
+                b.queue.push_front(m);
+                if let Some(conn) = b.drop_connection() {
+                    self.inputs.push_back(Input::ConnectionLost { conn, reason: "frame decoding failed".into() });
+                }
+                return;
+            }
             b.consumer.next_tag += 1;
             let tag = b.consumer.next_tag;
             self.inputs.push_back(Input::Delivery { channel, tag, redelivered: m.redelivered, message: m.raw.clone() });

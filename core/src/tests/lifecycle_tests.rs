@@ -146,3 +146,39 @@ fn low_disk_space_holds_intake_without_acking_and_it_resumes_when_space_returns(
     assert_eq!(w.converged(), None);
     assert_eq!(w.lane.counters().acked, 4);
 }
+
+#[test]
+fn a_poison_message_is_found_by_a_scan_and_everything_else_goes_through() {
+    let mut w = World::new(cfg());
+    for i in 0..5 {
+        w.submit(&format!("t{i}"));
+    }
+    w.submit_poison("poison");
+    for i in 5..10 {
+        w.submit(&format!("t{i}"));
+    }
+    w.drive();
+    assert_eq!(w.converged(), None, "every task but the poison is answered");
+    assert_eq!(w.broker.results.len(), 10);
+    assert_eq!(w.broker.dead.len(), 1, "the poison is dead-lettered");
+    assert_eq!(w.lane.counters().quarantined, 1);
+    assert!(w.events.iter().any(|e| matches!(e, Event::Quarantined { message_ids, .. } if message_ids == &["poison"])));
+    assert_eq!(w.count(|c| matches!(c, Amqp::Quarantine { .. })), 1, "one scan was enough");
+}
+
+#[test]
+fn a_young_loss_without_poison_costs_a_scan_and_a_backoff_not_a_loop() {
+    let mut w = World::new(cfg());
+    w.submit("a");
+    w.drive();
+    w.lose_connection();
+    w.step();
+    assert_eq!(w.count(|c| matches!(c, Amqp::Quarantine { .. })), 1, "a session lost right after consuming is suspect");
+    let connects = w.count(|c| matches!(c, Amqp::Connect { .. }));
+    let retry = w.lane.poll_timeout().expect("a backoff");
+    assert!(retry > w.now, "nothing found: the next attempt backs off");
+    w.drive();
+    assert_eq!(w.count(|c| matches!(c, Amqp::Connect { .. })), connects + 1);
+    assert_eq!(w.lane.status(), &Status::Consuming);
+    assert_eq!(w.lane.counters().quarantined, 0);
+}

@@ -21,6 +21,8 @@ enum Action {
     Submit(u8),
     Resubmit(u8),
     Malformed,
+    /// A message the lane's client cannot decode.
+    Poison,
     Step,
     Commit,
     AutoCommit(bool),
@@ -46,6 +48,7 @@ fn action() -> impl Strategy<Value = Action> {
         4 => (1u8..6).prop_map(Action::Submit),
         1 => any::<u8>().prop_map(Action::Resubmit),
         1 => Just(Action::Malformed),
+        1 => Just(Action::Poison),
         6 => Just(Action::Step),
         2 => Just(Action::Commit),
         1 => any::<bool>().prop_map(Action::AutoCommit),
@@ -94,6 +97,10 @@ fn run(cfg: Config, actions: Vec<Action>) {
             Action::Resubmit(i) if next > 0 => w.submit(&format!("t{}", u32::from(i) % next)),
             Action::Resubmit(_) => {}
             Action::Malformed => w.submit_raw(RawMessage { message_id: None, headers: vec![], body: Bytes::new() }),
+            Action::Poison => {
+                w.submit_poison(&format!("poison{next}"));
+                next += 1;
+            }
             Action::Step => {
                 w.step();
             }

@@ -396,6 +396,25 @@ fn fail(rig: &mut Rig, k: usize, fault: Fault) {
             let _ = rig.feed(Input::ConnectFailed { conn: *conn, reason: "refused".into() });
             return;
         }
+        tasklane_core::Amqp::Quarantine { scan, .. } => {
+            // A scan that found the culprit, or could not run.
+            let input = match fault {
+                Fault::ChannelClosed { code } => Input::QuarantineDone {
+                    scan: *scan,
+                    quarantined: vec![format!("poison-{code}")],
+                    scanned: 1,
+                    error: None,
+                },
+                _ => Input::QuarantineDone {
+                    scan: *scan,
+                    quarantined: Vec::new(),
+                    scanned: 0,
+                    error: Some("refused".into()),
+                },
+            };
+            let _ = rig.feed(input);
+            return;
+        }
         tasklane_core::Amqp::OpenChannel { channel }
         | tasklane_core::Amqp::Qos { channel, .. }
         | tasklane_core::Amqp::Consume { channel, .. }

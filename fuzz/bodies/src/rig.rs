@@ -99,6 +99,8 @@ impl Rig {
             | Amqp::Consume { channel, .. }
             | Amqp::QueryConsumers { channel, .. }
             | Amqp::ConfirmSelect { channel } => a.channel_live(*channel),
+            // A poison scan is answered whenever; a late answer is stale.
+            Amqp::Quarantine { .. } => true,
             _ => false,
         });
         self.log.extend(outputs);
@@ -156,6 +158,10 @@ pub fn answer(cmd: &Amqp) -> Option<Input> {
         Amqp::Consume { channel, .. } => Input::ConsumeOk { channel: *channel },
         Amqp::QueryConsumers { channel, .. } => Input::ConsumerCount { channel: *channel, consumers: 1 },
         Amqp::ConfirmSelect { channel } => Input::ConfirmSelectOk { channel: *channel },
+        // A healthy queue holds nothing undecodable.
+        Amqp::Quarantine { scan, max, .. } => {
+            Input::QuarantineDone { scan: *scan, quarantined: Vec::new(), scanned: *max, error: None }
+        }
         _ => return None,
     })
 }

@@ -155,6 +155,10 @@ impl<B: BrokerPort, S: SpoolPort, O: Observer> Driver<B, S, O> {
                     old.close(reason);
                 }
             }
+            Output::Amqp(Amqp::Quarantine { scan, address, queue, max }) => {
+                tracing::warn!(scan, address, %queue, max, "a session died right after consuming: scanning for a task the client cannot decode");
+                self.broker.quarantine(scan, address, queue, max, self.sinks.inputs.clone());
+            }
             Output::Amqp(op) => match &mut self.conn {
                 Some((_, c)) => c.execute(op),
                 None => tracing::debug!(?op, "AMQP command without a connection"),
@@ -191,6 +195,12 @@ impl<B: BrokerPort, S: SpoolPort, O: Observer> Driver<B, S, O> {
             Event::ProtocolViolation { detail } => tracing::error!(%detail, "broker protocol violation"),
             Event::SpoolFull { reason } => tracing::error!(%reason, "spool full; intake waits"),
             Event::SpoolRefused { seq, reason } => tracing::error!(seq = seq.0, %reason, "spool refused a write"),
+            Event::Quarantined { message_ids, scanned } => tracing::warn!(
+                ?message_ids,
+                scanned,
+                "moved deliveries the client cannot decode to tasklane.dead (with the reason)"
+            ),
+            Event::QuarantineFailed { reason } => tracing::warn!(%reason, "poison scan failed"),
             Event::ShutdownIncomplete { uncommitted } => {
                 tracing::warn!(uncommitted, "stopping with spool writes uncommitted; the broker delivers them again")
             }

@@ -115,6 +115,13 @@ pub trait BrokerPort: 'static {
     /// to `sinks`. Never blocks; sets no timeout of its own (core gives up
     /// with `Disconnect`).
     fn connect(&mut self, conn: ConnId, address: usize, sinks: BrokerSinks) -> Self::Conn;
+
+    /// Runs poison scan `scan` (`Amqp::Quarantine`) on broker address
+    /// `address` with a client of its own: moves every message of the head
+    /// of `queue` (up to `max`) that the endpoint's client cannot decode to
+    /// `tasklane.dead` with the reason, gives the others back, and reports
+    /// `QuarantineDone`. Never blocks; bounded in time.
+    fn quarantine(&mut self, scan: u64, address: usize, queue: String, max: u32, inputs: InputSink);
 }
 
 /// One connection, driven by core's commands.

@@ -94,6 +94,9 @@ impl Engine {
         let list = self.consumers.get(queue).cloned().unwrap_or_default();
         for c in &list {
             self.remove_consumers(c.conn, c.ch);
+            if let Some(chan) = self.conns.get_mut(&c.conn).and_then(|k| k.channels.get_mut(&c.ch)) {
+                chan.cancelled = true;
+            }
             self.send(c.conn, ServerMethod::Cancel { ch: c.ch, queue: queue.to_owned() });
         }
         list.len()

@@ -34,6 +34,9 @@ pub(super) struct Channel {
     pub next_tag: u64,
     /// Delivery tag → (queue, message seq).
     pub unacked: BTreeMap<u64, (String, u64)>,
+    /// The broker cancelled its consumer (`basic.cancel`): what it still
+    /// holds was delivered before, and the client may not know yet.
+    pub cancelled: bool,
     pub confirm: bool,
     pub next_confirm: u64,
 }
@@ -46,6 +49,7 @@ impl Channel {
             prefetch: 0,
             next_tag: 1,
             unacked: BTreeMap::new(),
+            cancelled: false,
             confirm: false,
             next_confirm: 1,
         }

@@ -39,6 +39,9 @@ pub struct Delivery {
     pub tag: u64,
     pub queue: String,
     pub message_id: Option<String>,
+    /// Its channel's consumer was cancelled by the broker after it was
+    /// delivered (RabbitMQ leaves such deliveries on the channel).
+    pub orphaned: bool,
 }
 
 impl Broker {
@@ -90,7 +93,13 @@ impl Broker {
                         .into_iter()
                         .find(|s| s.seq == *seq)
                         .and_then(|s| s.message.message_id.clone());
-                    out.push(Delivery { channel: e.channel_ref(conn, ch), tag, queue: q.clone(), message_id });
+                    out.push(Delivery {
+                        channel: e.channel_ref(conn, ch),
+                        tag,
+                        queue: q.clone(),
+                        message_id,
+                        orphaned: chan.cancelled,
+                    });
                 }
             }
         }

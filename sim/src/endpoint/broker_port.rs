@@ -14,6 +14,7 @@ use tasklane_io::endpoint::{BrokerConn, BrokerPort, BrokerSinks, ConnectionInfo}
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
 use super::convert;
+use super::poison;
 use crate::wire::session::{self, ConnEvent, Dial};
 use crate::wire::{ChannelNo, ClientMethod, ServerMethod};
 
@@ -52,6 +53,21 @@ impl BrokerPort for SimBroker {
         let (cmds, rx) = mpsc::unbounded_channel();
         tokio::task::spawn_local(run(conn, dial, rx, sinks));
         SimConn { cmds }
+    }
+
+    fn quarantine(
+        &mut self,
+        scan: u64,
+        address: usize,
+        queue: String,
+        max: u32,
+        inputs: tasklane_io::endpoint::InputSink,
+    ) {
+        let addr = self.addresses[address.min(self.addresses.len() - 1)].clone();
+        let name = poison::scan_client(&(self.name)(ConnId(0)), scan);
+        tokio::task::spawn_local(async move {
+            inputs.send(poison::scan(scan, addr, name, queue, max).await);
+        });
     }
 }
 
@@ -99,6 +115,13 @@ async fn run(conn: ConnId, dial: Dial, mut cmds: UnboundedReceiver<Cmd>, sinks: 
                     tx = Some(link);
                     sinks.connection.connected(conn, info.clone());
                     inputs.send(Input::Connected { conn });
+                }
+                Some(ConnEvent::Method(ServerMethod::Deliver { message, .. })) if poison::undecodable(&message) => {
+                    // What amqprs does with a frame it cannot decode.
+                    sinks.connection.ended(conn);
+                    inputs.send(Input::ConnectionLost { conn, reason: "cannot decode a delivery: connection dropped".into() });
+                    session.abort();
+                    return;
                 }
                 Some(ConnEvent::Method(m)) => {
                     if let Some(input) = method_input(&mut channels, tx.as_ref(), m) {
@@ -186,7 +209,7 @@ fn command(ch: &mut Channels, op: Amqp) -> Vec<ClientMethod> {
             },
             None => return Vec::new(),
         },
-        Amqp::Connect { .. } | Amqp::Disconnect { .. } => return Vec::new(),
+        Amqp::Connect { .. } | Amqp::Disconnect { .. } | Amqp::Quarantine { .. } => return Vec::new(),
     };
     vec![m]
 }

@@ -13,6 +13,7 @@
 mod broker_port;
 mod convert;
 mod observe;
+pub mod poison;
 mod spool_port;
 
 use std::cell::{Cell, RefCell};

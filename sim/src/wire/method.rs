@@ -33,6 +33,12 @@ impl From<String> for HeaderValue {
     }
 }
 
+impl From<bool> for HeaderValue {
+    fn from(value: bool) -> Self {
+        HeaderValue::Bool(value)
+    }
+}
+
 impl From<i64> for HeaderValue {
     fn from(value: i64) -> Self {
         HeaderValue::Int(value)

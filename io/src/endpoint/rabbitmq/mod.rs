@@ -10,11 +10,11 @@
 
 mod session;
 
-use tasklane_core::{Amqp, ConnId};
+use tasklane_core::{Amqp, ConnId, Input};
 use tokio::sync::mpsc::{self, UnboundedSender};
 
-use super::ports::{BrokerConn, BrokerPort, BrokerSinks};
-use crate::amqp::ConnectOptions;
+use super::ports::{BrokerConn, BrokerPort, BrokerSinks, InputSink};
+use crate::amqp::{quarantine, ConnectOptions};
 
 /// Connections to a list of RabbitMQ nodes, with amqprs.
 #[derive(Clone, Debug)]
@@ -43,6 +43,32 @@ impl BrokerPort for AmqprsBroker {
         tokio::spawn(tracing::Instrument::instrument(session::run(conn, opts, rx, sinks), span));
         AmqprsConn { cmds }
     }
+
+    fn quarantine(&mut self, scan: u64, address: usize, queue: String, max: u32, inputs: InputSink) {
+        let opts = self.brokers[address.min(self.brokers.len() - 1)].clone();
+        tokio::spawn(async move {
+            let input = match quarantine::scan(&opts, &queue, max as usize).await {
+                Ok(out) => Input::QuarantineDone {
+                    scan,
+                    quarantined: out.quarantined.iter().map(|q| lossy(q.message_id.as_deref())).collect(),
+                    scanned: out.scanned as u32,
+                    error: None,
+                },
+                Err(e) => Input::QuarantineDone {
+                    scan,
+                    quarantined: e.outcome.quarantined.iter().map(|q| lossy(q.message_id.as_deref())).collect(),
+                    scanned: e.outcome.scanned as u32,
+                    error: Some(e.to_string()),
+                },
+            };
+            inputs.send(input);
+        });
+    }
+}
+
+/// A message id as text, whatever its bytes.
+fn lossy(id: Option<&[u8]>) -> String {
+    id.map_or_else(|| "-".to_string(), |b| String::from_utf8_lossy(b).into_owned())
 }
 
 impl BrokerConn for AmqprsConn {

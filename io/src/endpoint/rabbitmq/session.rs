@@ -242,7 +242,7 @@ impl Session {
                 }
             }
             // Connect and Disconnect are the port's: one task per connection.
-            Amqp::Connect { .. } | Amqp::Disconnect { .. } => {}
+            Amqp::Connect { .. } | Amqp::Disconnect { .. } | Amqp::Quarantine { .. } => {}
         }
     }
 }
