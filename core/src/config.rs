@@ -99,6 +99,11 @@ pub struct Config {
     /// How long a `connection.blocked` may last before the connection is
     /// dropped and made again; the service decides it (SPEC §2).
     pub blocked_timeout: Duration,
+    /// Publishes in flight that get no confirm for this long make the
+    /// status `Blocked` (a broker alarm RabbitMQ never announces to amqprs:
+    /// it does not ask for `connection.blocked`); still none after
+    /// `blocked_timeout` from the oldest wait, the connection is made again.
+    pub confirm_stall: Duration,
     /// Most time from `Connect` to `Connected` (TCP, TLS and the AMQP
     /// handshake) before the attempt is abandoned and the next address tried.
     pub connect_timeout: Duration,
@@ -154,6 +159,7 @@ impl Config {
             poison_window: Duration::from_secs(10),
             quarantine_timeout: Duration::from_secs(30),
             blocked_timeout: Duration::from_secs(60),
+            confirm_stall: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(30),
             healthy_after: Duration::from_secs(5),
@@ -205,6 +211,9 @@ impl Config {
                 "blocked_timeout",
                 "must be above zero, or any connection.blocked drops the connection at once",
             );
+        }
+        if self.confirm_stall.is_zero() {
+            return bad("confirm_stall", "must be above zero, or every publish counts as blocked");
         }
         Ok(())
     }

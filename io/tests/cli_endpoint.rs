@@ -99,3 +99,32 @@ fn exec_endpoint_answers_tasks_and_stops_cleanly_on_sigterm() {
     assert!(inspect.contains("inbox: 0 tasks") && inspect.contains("outbox: 0 results"), "{inspect}");
     assert!(inspect.contains("completed (dedup window): 4 task ids"), "{inspect}");
 }
+
+/// SIGTERM ends the process within `--shutdown-grace` even when the broker
+/// accepts the connection and never answers (SPEC §4, bounded shutdown).
+#[test]
+fn sigterm_ends_within_the_grace_when_the_broker_never_answers() {
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("amqp://guest:guest@{}/%2f", hole.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        let conns: Vec<_> = hole.incoming().take(2).collect();
+        std::thread::sleep(Duration::from_secs(20));
+        drop(conns);
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let mut endpoint = tasklane(&url, &dir.path().join("service"))
+        .args(["endpoint", "ep-silent", "--spool", spool.to_str().unwrap(), "--shutdown-grace", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let started = Instant::now();
+    let code = terminate(&mut endpoint, Duration::from_secs(10));
+    let took = started.elapsed();
+    eprintln!("SIGTERM with a silent broker: exit {code:?} after {took:?} (grace 2 s)");
+    assert_eq!(code, Some(0), "a clean exit, not a kill");
+    assert!(took < Duration::from_millis(2_600), "took {took:?}");
+    drop(held);
+}

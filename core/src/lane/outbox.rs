@@ -50,6 +50,10 @@ pub(super) struct Outbox {
     channel: Option<ChannelId>,
     last_tag: u64,
     in_flight: BTreeMap<u64, OutboxSeq>,
+    /// Since when a confirm has been awaited without any arriving: the
+    /// first publish into an empty in-flight table, or the latest confirm
+    /// that left some in flight.
+    confirm_wait: Option<Instant>,
     next_seq: u64,
 }
 
@@ -64,6 +68,7 @@ impl Outbox {
             channel: None,
             last_tag: 0,
             in_flight: BTreeMap::new(),
+            confirm_wait: None,
             next_seq: snap.next_outbox_seq().0,
         };
         for r in &snap.outbox {
@@ -105,6 +110,7 @@ impl Outbox {
     pub(super) fn stop(&mut self) {
         self.channel = None;
         self.last_tag = 0;
+        self.confirm_wait = None;
         for (_, seq) in std::mem::take(&mut self.in_flight) {
             if let Some(e) = self.entries.get_mut(&seq) {
                 e.state = State::Waiting;
@@ -115,6 +121,11 @@ impl Outbox {
 
     pub(super) fn channel(&self) -> Option<ChannelId> {
         self.channel
+    }
+
+    /// Since when publishes have waited for a confirm, if any are in flight.
+    pub(super) fn confirm_wait(&self) -> Option<Instant> {
+        self.confirm_wait
     }
 
     /// The earliest delayed retry.
@@ -166,6 +177,9 @@ impl Lane {
             self.outbox.last_tag += 1;
             let tag = self.outbox.last_tag;
             entry.state = State::InFlight { tag, returned: false };
+            if self.outbox.in_flight.is_empty() {
+                self.outbox.confirm_wait = Some(now);
+            }
             self.outbox.in_flight.insert(tag, seq);
             self.counters.published += 1;
             let message = encode_result(&self.cfg.endpoint, &entry.result);
@@ -199,6 +213,13 @@ impl Lane {
         Some(covered.into_iter().filter_map(|t| self.outbox.in_flight.remove(&t).map(|s| (t, s))).collect())
     }
 
+    /// A confirm (ack or nack) arrived at `now` for some of what is in
+    /// flight: the broker is answering.
+    fn confirms_flow(&mut self, now: Instant) {
+        self.outbox.confirm_wait = (!self.outbox.in_flight.is_empty()).then_some(now);
+        self.end_confirm_stall(now);
+    }
+
     pub(super) fn on_publish_ack(&mut self, now: Instant, channel: ChannelId, tag: u64, multiple: bool) {
         let Some(covered) = self.take_confirmed(channel, tag, multiple) else {
             let detail = format!("publisher ack for tag {tag}, only {} published", self.outbox.last_tag);
@@ -207,6 +228,7 @@ impl Lane {
         if !covered.is_empty() {
             self.session_proved_healthy();
             self.publishing_proved_healthy();
+            self.confirms_flow(now);
         }
         for (_, seq) in covered {
             let returned =
@@ -226,6 +248,9 @@ impl Lane {
             let detail = format!("publisher nack for tag {tag}, only {} published", self.outbox.last_tag);
             return self.protocol_violation(now, detail);
         };
+        if !covered.is_empty() {
+            self.confirms_flow(now);
+        }
         for (_, seq) in covered {
             self.counters.nacked += 1;
             if let Some(e) = self.outbox.entries.get(&seq) {

@@ -36,6 +36,9 @@ pub(super) struct Session {
     publish: PublishChan,
     /// Since when and why the broker blocks this connection.
     blocked: Option<(Instant, String)>,
+    /// `blocked` was inferred from publishes without confirms (not sent by
+    /// the broker): the next confirm ends it.
+    stalled: bool,
     /// The session must be consuming (or standing by) and ready to publish
     /// by then, or it is given up.
     handshake_deadline: Option<Instant>,
@@ -116,6 +119,7 @@ impl Lane {
             consume: ConsumeChan::Opening(consume),
             publish: PublishChan::Opening(publish),
             blocked: None,
+            stalled: false,
             handshake_deadline: Some(now + self.cfg.handshake_timeout),
             connected_at: now,
             consumed_at: None,
@@ -146,8 +150,10 @@ impl Lane {
 
     pub(super) fn on_blocked(&mut self, now: Instant, conn: ConnId, reason: String) {
         if let Conn::Up(s) = &mut self.conn {
-            if s.conn == conn && s.blocked.is_none() {
-                s.blocked = Some((now, reason));
+            if s.conn == conn && (s.blocked.is_none() || s.stalled) {
+                let since = s.blocked.as_ref().map_or(now, |(since, _)| *since);
+                s.blocked = Some((since, reason));
+                s.stalled = false;
             }
         }
     }
@@ -156,9 +162,41 @@ impl Lane {
         if let Conn::Up(s) = &mut self.conn {
             if s.conn == conn {
                 s.blocked = None;
+                s.stalled = false;
                 self.pump(now);
             }
         }
+    }
+
+    /// Publishes have waited for a confirm since `since`, for longer than
+    /// `confirm_stall`: count the connection as blocked since then.
+    fn start_confirm_stall(&mut self, since: Instant) {
+        let secs = self.cfg.confirm_stall.as_secs_f64();
+        if let Conn::Up(s) = &mut self.conn {
+            if s.blocked.is_none() {
+                let reason = format!(
+                    "no publish confirm for {secs:.0} s (a broker alarm? amqprs cannot hear connection.blocked)"
+                );
+                s.blocked = Some((since, reason));
+                s.stalled = true;
+            }
+        }
+    }
+
+    /// A confirm arrived: a blocked status inferred from their absence ends.
+    pub(super) fn end_confirm_stall(&mut self, now: Instant) {
+        if let Conn::Up(s) = &mut self.conn {
+            if s.stalled {
+                s.blocked = None;
+                s.stalled = false;
+                self.pump(now);
+            }
+        }
+    }
+
+    /// When publishes without a confirm will count as blocked.
+    fn confirm_stall_deadline(&self) -> Option<Instant> {
+        self.outbox.confirm_wait().map(|since| since + self.cfg.confirm_stall)
     }
 
     pub(super) fn is_blocked(&self) -> bool {
@@ -315,6 +353,11 @@ impl Lane {
                         let reason = format!("blocked by broker for too long: {reason}");
                         return self.drop_connection(now, reason);
                     }
+                } else if let Some(since) = self.outbox.confirm_wait() {
+                    if since + self.cfg.confirm_stall <= now {
+                        self.start_confirm_stall(since);
+                        return self.on_timers(now);
+                    }
                 }
                 let reopen_publish = matches!(s.publish, PublishChan::Closed { retry_at } if retry_at <= now);
                 self.on_consume_timers(now);
@@ -341,7 +384,10 @@ impl Lane {
                     PublishChan::Closed { retry_at } => Some(retry_at),
                     _ => None,
                 };
-                let blocked = s.blocked.as_ref().map(|(since, _)| *since + self.cfg.blocked_timeout);
+                let blocked = match &s.blocked {
+                    Some((since, _)) => Some(*since + self.cfg.blocked_timeout),
+                    None => self.confirm_stall_deadline(),
+                };
                 [s.handshake_deadline, s.consume.deadline(), reopen, blocked].into_iter().flatten().min()
             }
             Conn::Closed => None,

@@ -91,7 +91,7 @@ fn a_task_whose_result_awaits_its_confirm_is_a_duplicate_even_out_of_the_window(
     // completed window, a redelivery ran it again and put a second result
     // for it into the outbox; a return of one publish then marked the other
     // entry, and the returned result left the outbox on its ack.
-    let mut c = cfg();
+    let mut c = patient_publisher();
     c.completed_window = 0;
     let mut w = World::new(c);
     w.broker.hold_confirms = true;
@@ -156,7 +156,7 @@ fn a_full_spool_stops_acking_and_resumes_when_results_are_confirmed() {
 
 #[test]
 fn unconfirmed_results_are_published_again_after_a_reconnect() {
-    let mut w = World::new(cfg());
+    let mut w = World::new(patient_publisher());
     w.broker.hold_confirms = true;
     for id in ids(3) {
         w.submit(&id);
@@ -295,6 +295,65 @@ fn blocked_connection_is_dropped_after_the_timeout() {
     assert!(w.commands.iter().any(|c| matches!(c, Amqp::Disconnect { conn: c, .. } if *c == conn)));
     w.drive();
     assert_eq!(w.lane.status(), &Status::Consuming);
+}
+
+/// A lane that waits for held confirms without counting them as a broker
+/// alarm (the tests that hold confirms while `drive` jumps an hour ahead).
+fn patient_publisher() -> crate::Config {
+    let mut c = cfg();
+    c.confirm_stall = Duration::from_secs(24 * 3600);
+    c
+}
+
+#[test]
+fn publishes_without_confirms_count_as_blocked_and_a_confirm_ends_it() {
+    // RabbitMQ never sends amqprs `connection.blocked`: a broker alarm shows
+    // only as confirms that do not come.
+    let mut w = World::new(cfg());
+    w.drive();
+    w.broker.hold_confirms = true;
+    w.submit("a");
+    w.drive_for(Duration::from_secs(9));
+    assert_eq!(w.lane.status(), &Status::Consuming, "9 s without a confirm is not yet a stall");
+    w.drive_for(Duration::from_secs(2));
+    assert!(
+        matches!(w.lane.status(), Status::Blocked { reason } if reason.starts_with("no publish confirm for 10 s")),
+        "{:?}",
+        w.lane.status()
+    );
+    w.broker.hold_confirms = false;
+    w.release_confirms();
+    w.drive();
+    assert_eq!(w.lane.status(), &Status::Consuming);
+    assert_eq!(w.converged(), None);
+    assert_eq!(w.lane.counters().disconnects, 0);
+}
+
+#[test]
+fn confirms_that_never_come_drop_the_connection_at_the_blocked_timeout_and_publish_again() {
+    let mut w = World::new(cfg());
+    w.drive();
+    let conn = w.broker.conn.unwrap();
+    w.broker.hold_confirms = true;
+    w.submit("a");
+    let t0 = w.now;
+    w.drive_for(Duration::from_secs(11));
+    assert!(matches!(w.lane.status(), Status::Blocked { .. }), "{:?}", w.lane.status());
+    assert_eq!(w.broker.conn, Some(conn));
+    assert_eq!(
+        w.lane.poll_timeout().map(|t| t - t0),
+        Some(Duration::from_secs(60)),
+        "the blocked timeout counts from the oldest wait"
+    );
+    w.drive_for(Duration::from_secs(49));
+    w.drive_for(Duration::from_secs(2));
+    assert!(w.commands.iter().any(|c| matches!(c, Amqp::Disconnect { conn: c, reason } if *c == conn
+        && reason.starts_with("blocked by broker for too long: no publish confirm"))));
+    w.broker.hold_confirms = false;
+    w.broker.held_confirms.clear();
+    w.drive();
+    assert_eq!(w.lane.status(), &Status::Consuming);
+    assert_eq!(w.converged(), None, "the result is published again on the new connection");
 }
 
 #[test]

@@ -106,6 +106,14 @@ impl EndpointConfig {
         self
     }
 
+    /// Longest `Endpoint::shutdown` (and so SIGTERM) waits for the spool to
+    /// commit what was issued; past it the endpoint stops anyway, and the
+    /// broker delivers what was not acked again later. Default 10 s.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.lane.shutdown_grace = grace;
+        self
+    }
+
     /// Most tasks plus results, and most payload bytes, the spool holds
     /// before intake waits.
     pub fn spool_bounds(mut self, tasks: usize, bytes: u64) -> Self {

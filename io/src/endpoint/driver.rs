@@ -20,8 +20,9 @@ use super::SpoolDepths;
 /// Inputs handled in one go before the watches are refreshed: a burst of
 /// deliveries costs one watch update, not one per task.
 const BATCH: usize = 256;
-/// Shortest time the spool gets to close after the lane is drained.
-const SPOOL_CLOSE_MIN: Duration = Duration::from_millis(500);
+/// How far past its grace a spool port's close may run before the driver
+/// stops waiting for it (the port's contract is to end within the grace).
+const SPOOL_CLOSE_SLACK: Duration = Duration::from_millis(100);
 
 /// Calls from the application.
 pub(super) enum AppCmd {
@@ -40,6 +41,8 @@ pub(super) struct Watches {
     pub status: watch::Sender<Status>,
     pub counters: watch::Sender<Counters>,
     pub depths: watch::Sender<SpoolDepths>,
+    /// Why intake waits for the spool (`Lane::spool_full`), if it does.
+    pub spool_full: watch::Sender<Option<String>>,
 }
 
 pub(super) struct Driver<B: BrokerPort, S: SpoolPort, O: Observer> {
@@ -213,10 +216,19 @@ impl<B: BrokerPort, S: SpoolPort, O: Observer> Driver<B, S, O> {
         self.watches.counters.send_if_modified(|c| std::mem::replace(c, counters) != counters);
         let depths = SpoolDepths { inbox: self.lane.inbox_len(), outbox: self.lane.outbox_len() };
         self.watches.depths.send_if_modified(|d| std::mem::replace(d, depths) != depths);
+        let full = self.lane.spool_full();
+        self.watches.spool_full.send_if_modified(|f| {
+            let changed = f.as_deref() != full;
+            if changed {
+                *f = full.map(str::to_owned);
+            }
+            changed
+        });
     }
 
     /// After the lane is drained: let the spool close within what is left
-    /// of the shutdown grace, then say so.
+    /// of the shutdown grace (nothing, when the lane used it all: what is
+    /// not committed then was never acked, and comes again), then say so.
     async fn finish(mut self, stopping_since: Option<Instant>) {
         if let Some((_, conn)) = self.conn.take() {
             conn.close("shutdown".into());
@@ -225,7 +237,9 @@ impl<B: BrokerPort, S: SpoolPort, O: Observer> Driver<B, S, O> {
         let left = stopping_since.map_or(grace, |since| (since + grace).saturating_duration_since(Instant::now()));
         self.publish_state();
         let Driver { lane, spool, watches, done, .. } = self;
-        spool.close(left.max(SPOOL_CLOSE_MIN)).await;
+        if tokio::time::timeout(left + SPOOL_CLOSE_SLACK, spool.close(left)).await.is_err() {
+            tracing::warn!(?left, "the spool did not close within the shutdown grace; leaving it");
+        }
         watches.status.send_replace(Status::Closed);
         let (c, d) = (lane.counters(), *watches.depths.borrow());
         tracing::info!(

@@ -36,6 +36,8 @@ mod lmdb;
 pub mod ports;
 #[cfg(feature = "rabbitmq")]
 mod rabbitmq;
+#[cfg(all(test, feature = "rabbitmq"))]
+mod shutdown_tests;
 
 use std::future::Future;
 
@@ -99,6 +101,7 @@ pub struct Endpoint {
     status: watch::Receiver<Status>,
     counters: watch::Receiver<Counters>,
     depths: watch::Receiver<SpoolDepths>,
+    spool_full: watch::Receiver<Option<String>>,
     connection: watch::Receiver<Option<(ConnId, ConnectionInfo)>>,
     done: Mutex<Option<oneshot::Receiver<()>>>,
     #[cfg(feature = "rabbitmq")]
@@ -129,6 +132,7 @@ impl Endpoint {
         let (status, status_rx) = watch::channel(lane.status().clone());
         let (counters, counters_rx) = watch::channel(*lane.counters());
         let (depths, depths_rx) = watch::channel(SpoolDepths { inbox: lane.inbox_len(), outbox: lane.outbox_len() });
+        let (spool_full, spool_full_rx) = watch::channel(lane.spool_full().map(str::to_owned));
         let (done_tx, done_rx) = oneshot::channel();
         let driver = Driver {
             lane,
@@ -139,7 +143,7 @@ impl Endpoint {
             inputs,
             app,
             tasks: tasks_tx,
-            watches: Watches { status, counters, depths },
+            watches: Watches { status, counters, depths, spool_full },
             done: done_tx,
             conn: None,
         };
@@ -150,6 +154,7 @@ impl Endpoint {
             status: status_rx,
             counters: counters_rx,
             depths: depths_rx,
+            spool_full: spool_full_rx,
             connection: connection_rx,
             done: Mutex::new(Some(done_rx)),
             #[cfg(feature = "rabbitmq")]
@@ -198,6 +203,12 @@ impl Endpoint {
     /// How many tasks and results the spool holds now.
     pub fn spool_depths(&self) -> SpoolDepths {
         *self.depths.borrow()
+    }
+
+    /// Why intake waits for the spool (its filesystem below the free-space
+    /// floor, a write LMDB refused), while it does: SPEC §4 "Disk space".
+    pub fn spool_full(&self) -> Option<String> {
+        self.spool_full.borrow().clone()
     }
 
     /// The connection to the broker while there is one: its name, the

@@ -55,6 +55,14 @@ pub fn render(report: &StatusReport) -> String {
     let outbox = i64::try_from(report.spool_outbox).unwrap_or(i64::MAX);
     gauge(&mut registry, "tasklane_spool_inbox", "Tasks in the spool's inbox (received, not completed).", &ep, inbox);
     gauge(&mut registry, "tasklane_spool_outbox", "Results in the spool's outbox (not yet confirmed).", &ep, outbox);
+    let full = i64::from(report.spool_full.is_some());
+    let help = "Whether intake waits for the spool (disk space below the floor, or a write refused).";
+    gauge(&mut registry, "tasklane_spool_full", help, &ep, full);
+    if let Some(reason) = &report.spool_full {
+        let mut labels = ep.clone();
+        labels.push(("reason".into(), escape(reason)));
+        registry.register("tasklane_spool_full_reason", "Why intake waits for the spool.", Info::new(labels));
+    }
     let status = Family::<Labels, Gauge>::default();
     for s in STATUSES {
         let mut labels = ep.clone();
@@ -197,8 +205,12 @@ mod tests {
             counters,
             spool_inbox: 3,
             spool_outbox: 2,
+            spool_full: Some("12 MiB free, below the floor of 16 MiB".into()),
         };
         let text = render(&report);
+        assert!(text.contains("tasklane_spool_full{endpoint=\"ep\\\"1\"} 1\n"), "{text}");
+        assert!(text.contains("reason=\"12 MiB free, below the floor of 16 MiB\""), "{text}");
+        assert!(report.status_line().ends_with("; spool full: 12 MiB free, below the floor of 16 MiB"));
         assert!(
             text.contains("# TYPE tasklane_received counter\ntasklane_received_total{endpoint=\"ep\\\"1\"} 7\n"),
             "{text}"

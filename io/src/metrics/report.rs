@@ -37,10 +37,13 @@ pub struct StatusReport {
     pub spool_inbox: usize,
     /// Results in the spool's outbox (not yet confirmed).
     pub spool_outbox: usize,
+    /// Why intake waits for the spool (`spool full: <reason>`), if it does.
+    #[serde(default)]
+    pub spool_full: Option<String>,
 }
 
 /// Core's counters with their names and meanings, in a fixed order.
-pub fn counter_fields(c: &Counters) -> [(&'static str, &'static str, u64); 14] {
+pub fn counter_fields(c: &Counters) -> [(&'static str, &'static str, u64); 16] {
     [
         ("received", "Deliveries received from the task queue.", c.received),
         ("redelivered", "Deliveries the broker marked redelivered.", c.redelivered),
@@ -56,6 +59,8 @@ pub fn counter_fields(c: &Counters) -> [(&'static str, &'static str, u64); 14] {
         ("nacked", "Results the broker nacked.", c.nacked),
         ("connections", "Connections made (the first and every reconnect).", c.connections),
         ("disconnects", "Connection attempts that failed and sessions that were lost.", c.disconnects),
+        ("quarantined", "Deliveries the client cannot decode, moved to tasklane.dead by a poison scan.", c.quarantined),
+        ("spool_refused", "Spool writes refused (LMDB errors), recovered from.", c.spool_refused),
     ]
 }
 
@@ -92,6 +97,7 @@ impl StatusReport {
             counters: counter_fields(&endpoint.counters()).iter().map(|(n, _, v)| (n.to_string(), *v)).collect(),
             spool_inbox: depths.inbox,
             spool_outbox: depths.outbox,
+            spool_full: endpoint.spool_full(),
         }
     }
 
@@ -107,10 +113,14 @@ impl StatusReport {
 
     /// The status with its reason, in one line.
     pub fn status_line(&self) -> String {
-        match (&self.reason, self.disconnected_secs) {
+        let line = match (&self.reason, self.disconnected_secs) {
             (Some(reason), Some(secs)) => format!("{} for {secs:.0} s: {reason}", self.status),
             (Some(reason), None) => format!("{}: {reason}", self.status),
             _ => self.status.clone(),
+        };
+        match &self.spool_full {
+            Some(full) => format!("{line}; spool full: {full}"),
+            None => line,
         }
     }
 }

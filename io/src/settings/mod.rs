@@ -82,6 +82,9 @@ pub struct EndpointSettings {
     /// `blocked_timeout_secs`: how long a `connection.blocked` may last
     /// before the endpoint reconnects, decided by the service.
     pub blocked_timeout_secs: Option<u64>,
+    /// `shutdown_grace_secs`: longest a shutdown (SIGTERM) waits for the
+    /// spool to commit before the process ends anyway.
+    pub shutdown_grace_secs: Option<u64>,
     /// `prefetch`: the broker's prefetch window.
     pub prefetch: Option<u16>,
     /// `consume_mode`: `single-active` or `exclusive`.
@@ -203,6 +206,9 @@ impl EndpointSettings {
         }
         if let Some(secs) = self.blocked_timeout_secs {
             cfg = cfg.blocked_timeout(Duration::from_secs(secs));
+        }
+        if let Some(secs) = self.shutdown_grace_secs {
+            cfg = cfg.shutdown_grace(Duration::from_secs(secs));
         }
         if let Some(prefetch) = self.prefetch {
             cfg = cfg.prefetch(prefetch);

@@ -9,7 +9,7 @@ use super::EndpointSettings;
 pub const ENV_PREFIX: &str = "TASKLANE_";
 
 /// Every key a settings file may have.
-pub const KEYS: [&str; 14] = [
+pub const KEYS: [&str; 15] = [
     "amqp_url",
     "amqp_urls",
     "failover",
@@ -19,6 +19,7 @@ pub const KEYS: [&str; 14] = [
     "metrics",
     "heartbeat_secs",
     "blocked_timeout_secs",
+    "shutdown_grace_secs",
     "prefetch",
     "consume_mode",
     "max_spooled_tasks",
@@ -30,6 +31,9 @@ pub const KEYS: [&str; 14] = [
 /// postpone the reconnect past any use, and an unbounded one could overflow
 /// the deadline arithmetic.
 const MAX_BLOCKED_TIMEOUT_SECS: i64 = 86_400;
+
+/// Longest shutdown grace: an hour (a process manager kills long before).
+const MAX_SHUTDOWN_GRACE_SECS: i64 = 3_600;
 
 /// A value as a source gives it.
 enum Raw<'a> {
@@ -117,6 +121,7 @@ fn assign(s: &mut EndpointSettings, key: &str, raw: Raw) -> Result<bool, String>
         }
         "heartbeat_secs" => s.heartbeat_secs = Some(int(raw, 1, u16::MAX.into())? as u16),
         "blocked_timeout_secs" => s.blocked_timeout_secs = Some(int(raw, 1, MAX_BLOCKED_TIMEOUT_SECS)? as u64),
+        "shutdown_grace_secs" => s.shutdown_grace_secs = Some(int(raw, 1, MAX_SHUTDOWN_GRACE_SECS)? as u64),
         "prefetch" => s.prefetch = Some(int(raw, 1, u16::MAX.into())? as u16),
         "consume_mode" => {
             s.consume_mode = Some(match text(raw)?.trim() {

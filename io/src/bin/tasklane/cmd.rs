@@ -109,6 +109,11 @@ pub struct EndpointArgs {
     /// [default: 60].
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub blocked_timeout: Option<u64>,
+    /// Seconds a shutdown (SIGTERM, Ctrl-C) may take, whatever the broker
+    /// and the disk do; what was not stored is delivered again later
+    /// [default: 10].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub shutdown_grace: Option<u64>,
     /// Serve Prometheus metrics on http://ADDR/metrics (and the status as
     /// JSON on /status), e.g. 127.0.0.1:9464.
     #[arg(long, value_name = "ADDR")]

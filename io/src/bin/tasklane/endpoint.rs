@@ -18,9 +18,6 @@ use crate::failure::Failure;
 use crate::handler::Handler;
 use crate::Global;
 
-/// How long a clean stop waits for commands already running.
-const DRAIN_GRACE: Duration = Duration::from_secs(10);
-
 /// An endpoint running in this process, with its worker loop.
 pub struct RunningEndpoint {
     endpoint: Arc<Endpoint>,
@@ -29,18 +26,26 @@ pub struct RunningEndpoint {
     status_log: JoinHandle<()>,
     status_file: StatusFile,
     metrics: Option<MetricsServer>,
+    /// The whole stop ends within this (`shutdown_grace`).
+    grace: Duration,
 }
 
 impl RunningEndpoint {
-    /// Stops cleanly: takes no further task, lets running commands finish
-    /// (for a while) and record their results, then shuts the endpoint
-    /// down. What is spooled stays spooled for the next run.
+    /// Stops cleanly within the shutdown grace, whatever the broker and the
+    /// disk do: takes no further task, lets running commands finish (for
+    /// half the grace) and record their results, then shuts the endpoint
+    /// down in what is left. What is spooled stays spooled for the next
+    /// run; what was not stored was never acked and comes again.
     pub async fn stop(self) -> Result<(), Failure> {
+        let deadline = tokio::time::Instant::now() + self.grace;
         let _ = self.stop.send(true);
-        if tokio::time::timeout(DRAIN_GRACE, self.worker).await.is_err() {
-            tracing::warn!("commands still running after {DRAIN_GRACE:?}; their tasks run again on the next start");
+        let drain = self.grace / 2;
+        if tokio::time::timeout(drain, self.worker).await.is_err() {
+            tracing::warn!("commands still running after {drain:?}; their tasks run again on the next start");
         }
-        self.endpoint.shutdown().await;
+        if tokio::time::timeout_at(deadline, self.endpoint.shutdown()).await.is_err() {
+            tracing::warn!(grace = ?self.grace, "shutdown grace over; stopping with what is not stored left to the broker");
+        }
         self.status_file.stop().await;
         if let Some(metrics) = self.metrics {
             metrics.stop();
@@ -89,6 +94,7 @@ pub fn configure(g: &Global, args: &EndpointArgs) -> Result<(EndpointConfig, Opt
     settings.spool_dir = args.source.spool.clone().or(settings.spool_dir);
     settings.heartbeat_secs = args.heartbeat.or(settings.heartbeat_secs).or(Some(DEFAULT_HEARTBEAT));
     settings.blocked_timeout_secs = args.blocked_timeout.or(settings.blocked_timeout_secs);
+    settings.shutdown_grace_secs = args.shutdown_grace.or(settings.shutdown_grace_secs);
     settings.metrics = args.metrics.or(settings.metrics);
     match settings.build() {
         Ok(built) if problems.is_empty() => Ok(built),
@@ -125,12 +131,14 @@ pub async fn start(
 ) -> Result<RunningEndpoint, Failure> {
     let endpoint = config.lane.endpoint.clone();
     let spool = config.spool_dir.clone();
+    let grace = config.lane.shutdown_grace;
     tracing::info!(
         endpoint = %endpoint,
         spool = %spool.display(),
         brokers = %config.brokers.iter().map(|b| b.url.to_string()).collect::<Vec<_>>().join(","),
         heartbeat_secs = config.brokers[0].heartbeat,
         blocked_timeout_secs = config.lane.blocked_timeout.as_secs(),
+        shutdown_grace_secs = config.lane.shutdown_grace.as_secs(),
         prefetch = config.lane.prefetch,
         "starting endpoint"
     );
@@ -165,7 +173,7 @@ pub async fn start(
     let status_file = StatusFile::start(endpoint.clone(), &spool);
     let (stop, stopped) = watch::channel(false);
     let worker = tokio::spawn(work(endpoint.clone(), handler, stopped));
-    Ok(RunningEndpoint { endpoint, stop, worker, status_log, status_file, metrics })
+    Ok(RunningEndpoint { endpoint, stop, worker, status_log, status_file, metrics, grace })
 }
 
 /// Takes tasks until told to stop, runs each through `handler` (commands
