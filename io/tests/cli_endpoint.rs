@@ -1,6 +1,7 @@
 //! `tasklane endpoint` end to end in a vhost of its own: `--exec` maps
-//! stdout and exit status to results, SIGTERM stops it cleanly, and the
-//! spool is drained afterwards.
+//! stdout and exit status to results, SIGTERM stops it cleanly, the spool
+//! is drained afterwards, and `--workers`/`workers` bound how many
+//! commands run side by side.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -127,4 +128,75 @@ fn sigterm_ends_within_the_grace_when_the_broker_never_answers() {
     assert_eq!(code, Some(0), "a clean exit, not a kill");
     assert!(took < Duration::from_millis(2_600), "took {took:?}");
     drop(held);
+}
+
+/// Most commands running at once in `log`, whose lines are `<task> s|e <ns>`.
+fn most_at_once(log: &str) -> usize {
+    let mut events: Vec<(u128, i32)> = log
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let delta = if f[1] == "s" { 1 } else { -1 };
+            (f[2].parse().unwrap(), delta)
+        })
+        .collect();
+    events.sort(); // at the same instant an end (-1) sorts before a start
+    let (mut now, mut most) = (0, 0);
+    for (_, d) in events {
+        now += d;
+        most = most.max(now);
+    }
+    most as usize
+}
+
+#[test]
+fn workers_bound_the_commands_running_side_by_side() {
+    let vhost = Vhost::create().unwrap();
+    let url = vhost.url();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("service");
+    // Each command logs its start and end and takes 0.5 s.
+    let log = dir.path().join("runs.log");
+    let script = format!(
+        "p=$(cat); echo \"$p s $(date +%s%N)\" >> {log}; sleep 0.5; echo \"$p e $(date +%s%N)\" >> {log}; echo \"$p\"",
+        log = log.display()
+    );
+    let config = dir.path().join("ep.toml");
+    std::fs::write(&config, "workers = 3\n").unwrap();
+    // One endpoint with the flag, one with the file's setting (not the
+    // default: the number of cores, 2 here).
+    for (ep, workers, how) in
+        [("ep-one", 1, ["--workers", "1"]), ("ep-three", 3, ["--config", config.to_str().unwrap()])]
+    {
+        let _ = std::fs::remove_file(&log);
+        run_ok({
+            let mut c = tasklane(&url, &store);
+            c.args(["provision", ep]);
+            c
+        });
+        let spool = dir.path().join(ep);
+        let mut endpoint = tasklane(&url, &store)
+            .args(["endpoint", ep, "--spool", spool.to_str().unwrap(), "--exec", &script])
+            .args(how)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let tasks = dir.path().join("tasks.txt");
+        std::fs::write(&tasks, "t1\nt2\nt3\nt4\nt5\nt6\n").unwrap();
+        run_ok({
+            let mut c = tasklane(&url, &store);
+            c.args(["submit", ep, "--file", tasks.to_str().unwrap()]);
+            c
+        });
+        run_ok({
+            let mut c = tasklane(&url, &store);
+            c.args(["results", "--count", "6", "--timeout", "60"]);
+            c
+        });
+        assert_eq!(terminate(&mut endpoint, Duration::from_secs(20)), Some(0));
+        let log = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(log.lines().count(), 12, "every task ran once: {log}");
+        assert_eq!(most_at_once(&log), workers, "{ep}: {log}");
+    }
 }

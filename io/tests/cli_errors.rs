@@ -106,3 +106,16 @@ fn a_bad_failover_order_or_delivery_limit_is_a_usage_error() {
     assert_usage_error(&tasklane(&["--failover", "round-robin", "provision", "ep"]), "round-robin");
     assert_usage_error(&tasklane(&["provision", "ep", "--delivery-limit", "-1"]), "-1");
 }
+
+#[test]
+fn zero_workers_is_a_usage_error_from_the_flag_and_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let spool = spool.to_str().unwrap();
+    assert_usage_error(&tasklane(&["endpoint", "ep", "--spool", spool, "--workers", "0"]), "--workers");
+    let file = dir.path().join("ep.toml");
+    std::fs::write(&file, "workers = 0\n").unwrap();
+    let out = tasklane(&["endpoint", "ep", "--spool", spool, "--config", file.to_str().unwrap()]);
+    assert_usage_error(&out, "workers: must be from 1 to 4096, not 0");
+    assert!(!dir.path().join("spool").exists(), "nothing starts");
+}

@@ -37,7 +37,7 @@ use tasklane_core::{ConsumeMode, EndpointId, Failover};
 use crate::amqp::ConnectOptions;
 use crate::endpoint::EndpointConfig;
 
-pub use read::{ENV_PREFIX, KEYS};
+pub use read::{ENV_PREFIX, KEYS, MAX_WORKERS};
 
 /// Everything wrong with a configuration, one problem a line.
 #[derive(Clone, Debug, Default, PartialEq, Eq, thiserror::Error)]
@@ -95,6 +95,10 @@ pub struct EndpointSettings {
     pub max_spooled_bytes: Option<u64>,
     /// `max_body_bytes`: largest task accepted.
     pub max_body_bytes: Option<usize>,
+    /// `workers`: how many `--exec` commands of `tasklane endpoint` run side
+    /// by side (default: the number of cores). Not part of the library's
+    /// [`EndpointConfig`]: how tasks are run is the application's choice.
+    pub workers: Option<usize>,
 }
 
 impl EndpointSettings {

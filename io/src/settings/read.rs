@@ -25,7 +25,12 @@ pub const KEYS: [&str; 15] = [
     "max_spooled_tasks",
     "max_spooled_bytes",
     "max_body_bytes",
+    "workers",
 ];
+
+/// Most `--exec` commands side by side: far beyond any machine's cores,
+/// low enough that a typo (an extra zero or two) is caught.
+pub const MAX_WORKERS: usize = 4096;
 
 /// Longest blocked-connection timeout: a day. A larger one would only
 /// postpone the reconnect past any use, and an unbounded one could overflow
@@ -133,6 +138,7 @@ fn assign(s: &mut EndpointSettings, key: &str, raw: Raw) -> Result<bool, String>
         "max_spooled_tasks" => s.max_spooled_tasks = Some(int(raw, 1, big)? as usize),
         "max_spooled_bytes" => s.max_spooled_bytes = Some(int(raw, 1, big)? as u64),
         "max_body_bytes" => s.max_body_bytes = Some(int(raw, 1, big)? as usize),
+        "workers" => s.workers = Some(int(raw, 1, MAX_WORKERS as i64)? as usize),
         _ => return Ok(false),
     }
     Ok(true)

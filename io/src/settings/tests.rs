@@ -17,6 +17,7 @@ consume_mode = "exclusive"
 max_spooled_tasks = 5000
 max_spooled_bytes = 104857600
 max_body_bytes = 1048576
+workers = 3
 "#;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -40,6 +41,18 @@ fn every_key_reaches_the_endpoint_configuration() {
         (cfg.lane.max_spooled_tasks, cfg.lane.max_spooled_bytes, cfg.lane.max_body_bytes),
         (5000, 100 << 20, 1 << 20)
     );
+}
+
+#[test]
+fn workers_is_read_from_file_and_environment_and_checked() {
+    let mut s = EndpointSettings::from_toml(FULL, "f.toml").unwrap();
+    assert_eq!(s.workers, Some(3));
+    s.apply_env(env(&[("TASKLANE_WORKERS", "5")])).unwrap();
+    assert_eq!(s.workers, Some(5));
+    let Problems(p) = EndpointSettings::from_toml("workers = 0", "f.toml").unwrap_err();
+    assert_eq!(p, ["f.toml: workers: must be from 1 to 4096, not 0"]);
+    let Problems(p) = EndpointSettings::default().apply_env(env(&[("TASKLANE_WORKERS", "two")])).unwrap_err();
+    assert_eq!(p, ["TASKLANE_WORKERS: must be an integer, not \"two\""]);
 }
 
 #[test]

@@ -101,6 +101,10 @@ pub struct EndpointArgs {
     /// the payload.
     #[arg(long, value_name = "CMD")]
     pub exec: Option<String>,
+    /// How many `--exec` commands run side by side (or `workers`)
+    /// [default: the number of cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=tasklane_io::settings::MAX_WORKERS as i64))]
+    pub workers: Option<u16>,
     /// AMQP heartbeat in seconds, as the service decides [default: 10].
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u16).range(1..))]
     pub heartbeat: Option<u16>,

@@ -78,7 +78,7 @@ pub async fn run(g: &Global, args: DemoArgs) -> Result<(), Failure> {
     brokers.provision(&endpoint, QueueType::Classic).await.map_err(service_failure)?;
 
     let config = crate::endpoint::demo_config(g, &endpoint, &scratch.0.join("spool"))?;
-    let running = crate::endpoint::start(config, Handler::Echo, None).await?;
+    let running = crate::endpoint::start(config, Handler::Echo, crate::endpoint::default_workers(), None).await?;
 
     let multi = MultiProgress::new();
     let sent_bar = bar(&multi, args.tasks, "submitted");

@@ -75,10 +75,24 @@ fn status_line(s: &Status) -> String {
 /// a dead link is noticed within half a minute.
 const DEFAULT_HEARTBEAT: u16 = 10;
 
+/// What `tasklane endpoint` runs: the endpoint's configuration, the
+/// metrics address and how many commands run side by side.
+pub struct Configured {
+    pub config: EndpointConfig,
+    pub metrics: Option<SocketAddr>,
+    pub workers: usize,
+}
+
+/// Commands side by side when no setting says: the number of cores (at
+/// least 2).
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).max(2)
+}
+
 /// The endpoint's configuration from `--config`, the `TASKLANE_*`
 /// variables and the flags (in rising precedence); every problem of all
 /// three at once.
-pub fn configure(g: &Global, args: &EndpointArgs) -> Result<(EndpointConfig, Option<SocketAddr>), Failure> {
+pub fn configure(g: &Global, args: &EndpointArgs) -> Result<Configured, Failure> {
     let (mut settings, mut problems) = EndpointSettings::load(args.source.config.as_deref(), std::env::vars());
     if g.amqp_given || (settings.amqp_url.is_none() && settings.amqp_urls.is_none()) {
         settings.amqp_url = Some(g.amqp.clone());
@@ -96,8 +110,10 @@ pub fn configure(g: &Global, args: &EndpointArgs) -> Result<(EndpointConfig, Opt
     settings.blocked_timeout_secs = args.blocked_timeout.or(settings.blocked_timeout_secs);
     settings.shutdown_grace_secs = args.shutdown_grace.or(settings.shutdown_grace_secs);
     settings.metrics = args.metrics.or(settings.metrics);
+    settings.workers = args.workers.map(usize::from).or(settings.workers);
+    let workers = settings.workers.unwrap_or_else(default_workers);
     match settings.build() {
-        Ok(built) if problems.is_empty() => Ok(built),
+        Ok((config, metrics)) if problems.is_empty() => Ok(Configured { config, metrics, workers }),
         Ok(_) => Err(Failure::Problems(problems)),
         Err(Problems(p)) => {
             problems.extend(p);
@@ -121,12 +137,13 @@ pub fn demo_config(g: &Global, endpoint: &EndpointId, spool: &Path) -> Result<En
     Ok(config)
 }
 
-/// Starts an endpoint with `config`, answering tasks with `handler`, and
-/// serving metrics on `metrics` if given. Returns without waiting for the
-/// broker.
+/// Starts an endpoint with `config`, answering tasks with `handler` (up to
+/// `workers` commands side by side), and serving metrics on `metrics` if
+/// given. Returns without waiting for the broker.
 pub async fn start(
     config: EndpointConfig,
     handler: Handler,
+    workers: usize,
     metrics: Option<SocketAddr>,
 ) -> Result<RunningEndpoint, Failure> {
     let endpoint = config.lane.endpoint.clone();
@@ -140,6 +157,7 @@ pub async fn start(
         blocked_timeout_secs = config.lane.blocked_timeout.as_secs(),
         shutdown_grace_secs = config.lane.shutdown_grace.as_secs(),
         prefetch = config.lane.prefetch,
+        workers,
         "starting endpoint"
     );
     let metrics = match metrics {
@@ -172,15 +190,14 @@ pub async fn start(
     let metrics = metrics.map(|listener| listener.serve(endpoint.clone()));
     let status_file = StatusFile::start(endpoint.clone(), &spool);
     let (stop, stopped) = watch::channel(false);
-    let worker = tokio::spawn(work(endpoint.clone(), handler, stopped));
+    let worker = tokio::spawn(work(endpoint.clone(), handler, workers, stopped));
     Ok(RunningEndpoint { endpoint, stop, worker, status_log, status_file, metrics, grace })
 }
 
 /// Takes tasks until told to stop, runs each through `handler` (commands
-/// side by side, up to the number of cores) and records the results.
-async fn work(endpoint: Arc<Endpoint>, handler: Handler, mut stop: watch::Receiver<bool>) {
-    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
-    let slots = Arc::new(Semaphore::new(parallel));
+/// side by side, up to `workers`) and records the results.
+async fn work(endpoint: Arc<Endpoint>, handler: Handler, workers: usize, mut stop: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(workers.max(1)));
     let mut running = JoinSet::new();
     loop {
         let task: Task = tokio::select! {
@@ -218,8 +235,8 @@ async fn complete(endpoint: &Endpoint, task: Task, handler: &Handler) {
 /// `tasklane endpoint [E] [--spool DIR] [--config FILE] [--exec CMD] ...`.
 pub async fn run(g: &Global, args: EndpointArgs) -> Result<(), Failure> {
     let handler = args.exec.clone().map_or(Handler::Echo, Handler::Exec);
-    let (config, metrics) = configure(g, &args)?;
-    let running = start(config, handler, metrics).await?;
+    let Configured { config, metrics, workers } = configure(g, &args)?;
+    let running = start(config, handler, workers, metrics).await?;
     crate::cmd::wait_for_signal().await;
     running.stop().await
 }
