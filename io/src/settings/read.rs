@@ -9,7 +9,7 @@ use super::EndpointSettings;
 pub const ENV_PREFIX: &str = "TASKLANE_";
 
 /// Every key a settings file may have.
-pub const KEYS: [&str; 14] = [
+pub const KEYS: [&str; 15] = [
     "amqp_url",
     "amqp_urls",
     "failover",
@@ -24,6 +24,7 @@ pub const KEYS: [&str; 14] = [
     "max_spooled_tasks",
     "max_spooled_bytes",
     "max_body_bytes",
+    "report_interval_secs",
 ];
 
 /// Longest blocked-connection timeout: a day. A larger one would only
@@ -128,6 +129,7 @@ fn assign(s: &mut EndpointSettings, key: &str, raw: Raw) -> Result<bool, String>
         "max_spooled_tasks" => s.max_spooled_tasks = Some(int(raw, 1, big)? as usize),
         "max_spooled_bytes" => s.max_spooled_bytes = Some(int(raw, 1, big)? as u64),
         "max_body_bytes" => s.max_body_bytes = Some(int(raw, 1, big)? as usize),
+        "report_interval_secs" => s.report_interval_secs = Some(int(raw, 0, MAX_BLOCKED_TIMEOUT_SECS)? as u64),
         _ => return Ok(false),
     }
     Ok(true)

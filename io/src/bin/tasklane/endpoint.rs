@@ -89,6 +89,7 @@ pub fn configure(g: &Global, args: &EndpointArgs) -> Result<(EndpointConfig, Opt
     settings.spool_dir = args.source.spool.clone().or(settings.spool_dir);
     settings.heartbeat_secs = args.heartbeat.or(settings.heartbeat_secs).or(Some(DEFAULT_HEARTBEAT));
     settings.blocked_timeout_secs = args.blocked_timeout.or(settings.blocked_timeout_secs);
+    settings.report_interval_secs = args.report_interval.or(settings.report_interval_secs);
     settings.metrics = args.metrics.or(settings.metrics);
     match settings.build() {
         Ok(built) if problems.is_empty() => Ok(built),
@@ -132,6 +133,7 @@ pub async fn start(
         heartbeat_secs = config.brokers[0].heartbeat,
         blocked_timeout_secs = config.lane.blocked_timeout.as_secs(),
         prefetch = config.lane.prefetch,
+        report_interval_secs = config.lane.report_interval.map_or(0, |d| d.as_secs()),
         "starting endpoint"
     );
     let metrics = match metrics {
