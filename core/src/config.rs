@@ -113,6 +113,9 @@ pub struct Config {
     /// A session that lasted this long counts as healthy: its loss moves to
     /// the next address at once and restarts the backoff from the beginning.
     pub healthy_after: Duration,
+    /// How often a status report is published (and on every status
+    /// change), while the publishing channel is up; `None` sends none.
+    pub report_interval: Option<Duration>,
     /// Seed of the backoff jitter; core draws no OS randomness.
     pub seed: u64,
     /// Deliberate bugs, to prove that the simulation's oracles catch them.
@@ -163,6 +166,7 @@ impl Config {
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(30),
             healthy_after: Duration::from_secs(5),
+            report_interval: Some(Duration::from_secs(10)),
             seed: 0,
             #[cfg(feature = "sabotage")]
             sabotage: Sabotage::default(),
@@ -196,6 +200,9 @@ impl Config {
         }
         if self.standby_poll.is_zero() {
             return bad("standby_poll", "must be above zero");
+        }
+        if self.report_interval.is_some_and(|d| d.is_zero()) {
+            return bad("report_interval", "must be above zero (None sends no reports)");
         }
         if self.addresses == 0 {
             return bad("addresses", "needs at least one broker address");

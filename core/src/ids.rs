@@ -46,6 +46,11 @@ impl EndpointId {
     pub fn result_key(&self) -> String {
         format!("{}.results", self.0)
     }
+
+    /// The routing key of the endpoint's status reports, `E.status`.
+    pub fn status_key(&self) -> String {
+        format!("{}.status", self.0)
+    }
 }
 
 impl fmt::Display for EndpointId {

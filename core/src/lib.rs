@@ -146,7 +146,7 @@ pub use message::{
     decode_result, decode_task, encode_result, encode_task, HeaderValue, Malformed, RawMessage, ReceivedResult,
     ResultStatus, Task, TaskLimits, TaskResult,
 };
-pub use output::{Amqp, Event, Handoff, Output, Status};
+pub use output::{Amqp, Event, Handoff, Output, Report, Status};
 pub use service_failover::BrokerRounds;
 pub use spool::{MemorySpool, SpoolOp, SpoolSnapshot, SpoolWrite, StoredResult, StoredTask};
 pub use window::DedupWindow;

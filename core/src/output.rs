@@ -109,6 +109,23 @@ pub enum Amqp {
         /// The message: `message_id`, headers and body.
         message: RawMessage,
     },
+    /// `basic.publish` of a status report (SPEC §4, "Observability"):
+    /// transient, not mandatory, on the publishing channel, whose confirm
+    /// numbering it takes part in (`tag.seq`). The shell fills in what core
+    /// does not know (the broker node, its version, the wall-clock time),
+    /// encodes it in the report wire format and publishes it. Its confirm,
+    /// nack or return changes nothing: a report is never retried, never
+    /// spooled and never in the outbox.
+    PublishReport {
+        /// Channel and confirm tag.
+        tag: PublishTag,
+        /// Exchange, `results`.
+        exchange: &'static str,
+        /// Routing key, `E.status`.
+        routing_key: String,
+        /// What the lane knows (boxed: it is larger than other commands).
+        report: Box<Report>,
+    },
     /// Scan the head of `queue` (up to `max` messages) with a client of its
     /// own on broker address `address`, while the lane has no connection:
     /// move every message the lane's AMQP client cannot decode to
@@ -134,6 +151,27 @@ pub enum Amqp {
         /// Why, for the broker's log.
         reason: String,
     },
+}
+
+/// What a status report says, as far as the lane knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// Whose report.
+    pub endpoint: crate::EndpointId,
+    /// Increases by one with every report of this lane, from 1.
+    pub seq: u64,
+    /// The status at the time of the report.
+    pub status: Status,
+    /// Counters so far.
+    pub counters: crate::Counters,
+    /// Tasks in the inbox.
+    pub inbox: usize,
+    /// Results in the outbox.
+    pub outbox: usize,
+    /// Why intake waits for the spool, if it does.
+    pub spool_full: Option<String>,
+    /// How often the lane reports ([`crate::Config::report_interval`]).
+    pub interval: std::time::Duration,
 }
 
 /// The lane's connection status.

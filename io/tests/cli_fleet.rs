@@ -105,3 +105,76 @@ fn tasks_are_filtered_and_kept_under_the_retention_bound() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a duration"));
 }
+
+/// A real endpoint (amqprs, LMDB) on a runtime of its own, reporting every
+/// second; dropping the runtime kills it without a last word, as SIGKILL
+/// would.
+struct RealEndpoint {
+    rt: Option<tokio::runtime::Runtime>,
+    _endpoint: tasklane_io::endpoint::Endpoint,
+}
+
+impl RealEndpoint {
+    fn start(url: &str, id: &str, spool: &std::path::Path) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let cfg = tasklane_io::endpoint::EndpointConfig::new(url, id, spool)
+            .unwrap()
+            .heartbeat(5)
+            .report_interval(Duration::from_secs(1));
+        let endpoint = rt.block_on(tasklane_io::endpoint::Endpoint::open(cfg)).unwrap();
+        Self { rt: Some(rt), _endpoint: endpoint }
+    }
+
+    fn kill(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+#[test]
+fn real_endpoints_report_and_a_killed_one_turns_stale() {
+    let vhost = Vhost::create().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Tasklane::new(vhost.url(), dir.path().join("service"));
+    for id in ["ep-a", "ep-b", "ep-c"] {
+        cli.run_ok(&["provision", id]);
+    }
+    let _a = RealEndpoint::start(&vhost.url(), "ep-a", &dir.path().join("a"));
+    let _b = RealEndpoint::start(&vhost.url(), "ep-b", &dir.path().join("b"));
+    let mut c = RealEndpoint::start(&vhost.url(), "ep-c", &dir.path().join("c"));
+    let states = |cli: &Tasklane| -> Vec<(String, String, bool, u64)> {
+        json_lines(&cli.run_ok(&["fleet", "--json"]))
+            .iter()
+            .map(|m| {
+                (
+                    m["endpoint"].as_str().unwrap().to_string(),
+                    m["state"].as_str().unwrap().to_string(),
+                    m["stale"].as_bool().unwrap(),
+                    m["report"]["seq"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        seen = states(&cli);
+        if seen.len() == 3 && seen.iter().all(|(_, s, _, seq)| s == "consuming" && *seq >= 3) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let ids: Vec<(&str, &str, bool)> = seen.iter().map(|(e, s, st, _)| (e.as_str(), s.as_str(), *st)).collect();
+    assert_eq!(ids, [("ep-a", "consuming", false), ("ep-b", "consuming", false), ("ep-c", "consuming", false)]);
+    assert!(seen.iter().all(|(_, _, _, seq)| *seq >= 3), "reports come every second: {seen:?}");
+    let text = cli.run_ok(&["fleet"]);
+    assert!(text.lines().skip(1).all(|l| l.split_whitespace().nth(2) == Some("127.0.0.1:5672")), "{text}");
+
+    c.kill();
+    std::thread::sleep(Duration::from_millis(3_500));
+    let after = states(&cli);
+    let ids: Vec<(&str, &str, bool)> = after.iter().map(|(e, s, st, _)| (e.as_str(), s.as_str(), *st)).collect();
+    assert_eq!(ids, [("ep-a", "consuming", false), ("ep-b", "consuming", false), ("ep-c", "stale", true)]);
+    let text = cli.run_ok(&["fleet"]);
+    assert!(text.lines().any(|l| l.starts_with("ep-c      stale") && l.ends_with("(last said consuming)")), "{text}");
+}

@@ -3,7 +3,7 @@
 //! changes what the lane holds, updates the model.
 
 use crate::{
-    decode_result, decode_task, Amqp, ChannelId, Input, Lane, OutboxSeq, Output, RawMessage, SpoolOp, TaskId,
+    decode_result, decode_task, Amqp, ChannelId, Input, Lane, OutboxSeq, Output, RawMessage, Report, SpoolOp, TaskId,
     TaskLimits, UsageError,
 };
 
@@ -198,6 +198,37 @@ pub fn no_publish_before_durable(
     Ok(())
 }
 
+/// Status reports go on a live publishing channel, in its confirm
+/// numbering, to `results` under the endpoint's `E.status`, numbered 1, 2,
+/// 3, ... and telling the status the lane last reported; they are never in
+/// flight as results, so no confirm of theirs can take a result out of the
+/// outbox.
+pub fn reports_fit_the_session(
+    a: &mut Auditor,
+    channel: ChannelId,
+    seq: u64,
+    exchange: &str,
+    key: &str,
+    report: &Report,
+) -> Result<(), Violation> {
+    const NAME: &str = "reports_fit_the_session";
+    ensure(a.channel_live(channel), NAME, || format!("report on channel {channel:?}, which is gone"))?;
+    let Some(last) = a.publish_channels.get_mut(&channel) else {
+        return ensure(false, NAME, || format!("report on {channel:?}, which had no confirm.select"));
+    };
+    ensure(seq == *last + 1, NAME, || format!("confirm tag {seq} after {last}: tags count from 1 without gaps"))?;
+    *last = seq;
+    let own_key = a.endpoint.status_key();
+    ensure((exchange, key) == ("results", own_key.as_str()), NAME, || {
+        format!("report published to {exchange:?} with key {key:?}")
+    })?;
+    ensure(report.seq == a.reports + 1, NAME, || format!("report {} after {}", report.seq, a.reports))?;
+    a.reports = report.seq;
+    ensure(a.last_status.as_ref() == Some(&report.status), NAME, || {
+        format!("report says {:?}, the lane last reported {:?}", report.status, a.last_status)
+    })
+}
+
 /// Writes are numbered 1, 2, 3, ...; each applies to the spool as issued;
 /// a completion carries the application's result and forgets what the
 /// completed window forgets; a confirm is justified.
@@ -286,7 +317,11 @@ pub fn commands_fit_the_session(a: &Auditor, cmd: &Amqp) -> Result<(), Violation
             ensure(!a.conn_live(conn), NAME, || format!("a poison scan while connection {conn:?} may be live"))?;
             queue_ok(queue)
         }
-        Amqp::Ack { .. } | Amqp::Reject { .. } | Amqp::Publish { .. } | Amqp::Disconnect { .. } => Ok(()),
+        Amqp::Ack { .. }
+        | Amqp::Reject { .. }
+        | Amqp::Publish { .. }
+        | Amqp::PublishReport { .. }
+        | Amqp::Disconnect { .. } => Ok(()),
     }
 }
 

@@ -67,6 +67,8 @@ pub struct Auditor {
     pub(crate) rejected: u64,
     pub(crate) confirmed: u64,
     pub(crate) completed: u64,
+    /// Status reports published so far.
+    pub(crate) reports: u64,
     /// The last status event the lane emitted.
     pub(crate) last_status: Option<Status>,
     /// `Err` results seen, by input name.
@@ -108,6 +110,7 @@ impl Auditor {
             rejected: 0,
             confirmed: 0,
             completed: 0,
+            reports: 0,
             last_status: None,
             errors: BTreeMap::new(),
             failed: None,
@@ -320,6 +323,9 @@ impl Auditor {
             }
             Amqp::Publish { tag, exchange, routing_key, message } => {
                 no_publish_before_durable(self, tag.channel, tag.seq, exchange, routing_key, message)?;
+            }
+            Amqp::PublishReport { tag, exchange, routing_key, report } => {
+                reports_fit_the_session(self, tag.channel, tag.seq, exchange, routing_key, report)?;
             }
             Amqp::Disconnect { conn, .. } => {
                 self.dead_conns.insert(*conn);

@@ -14,6 +14,7 @@ mod inbox;
 mod intake;
 mod outbox;
 mod poison;
+mod report;
 mod session;
 mod shutdown;
 mod space;
@@ -34,6 +35,7 @@ use addresses::Rounds;
 use inbox::Inbox;
 use intake::Intake;
 use outbox::Outbox;
+use report::Reports;
 use session::{Conn, IdSource};
 
 /// One endpoint's lane to its service: consume `E.tasks`, spool, hand off,
@@ -75,6 +77,7 @@ pub struct Lane {
     inbox: Inbox,
     intake: Intake,
     outbox: Outbox,
+    reports: Reports,
     /// Latest time seen, so getters can answer without a clock.
     now: Instant,
 }
@@ -106,6 +109,7 @@ impl Lane {
             inbox: Inbox::new(&cfg, &snapshot),
             intake: Intake::default(),
             outbox: Outbox::new(&snapshot),
+            reports: Reports::default(),
             now,
             cfg,
         };
@@ -169,7 +173,8 @@ impl Lane {
         }
         self.on_timers(now);
         self.settle_shutdown(now);
-        self.refresh_status();
+        let changed = self.refresh_status();
+        self.report_if_due(now, changed);
         Ok(())
     }
 
@@ -203,7 +208,10 @@ impl Lane {
     /// A call at any time is harmless.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.session_deadline(), self.outbox_deadline(), self.shutdown_deadline()].into_iter().flatten().min()
+        [self.session_deadline(), self.outbox_deadline(), self.shutdown_deadline(), self.report_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The current status.
@@ -276,11 +284,14 @@ impl Lane {
         self.pump(now);
     }
 
-    fn refresh_status(&mut self) {
+    /// Reports a change of status; whether there was one.
+    fn refresh_status(&mut self) -> bool {
         let status = self.derive_status();
-        if status != self.status {
+        let changed = status != self.status;
+        if changed {
             self.status = status.clone();
             self.emit(Event::Status(status));
         }
+        changed
     }
 }

@@ -128,6 +128,13 @@ impl Outbox {
         self.confirm_wait
     }
 
+    /// The next confirm tag, for a publish that is not a result (a status
+    /// report): the broker numbers it, nothing waits for its confirm.
+    pub(super) fn take_tag(&mut self) -> u64 {
+        self.last_tag += 1;
+        self.last_tag
+    }
+
     /// The earliest delayed retry.
     pub(super) fn next_retry(&self) -> Option<Instant> {
         self.delayed.first().map(|(at, _)| *at)

@@ -60,6 +60,8 @@ pub struct Broker {
     pub standby: bool,
     pub publish: Option<(ChannelId, u64)>,
     pub results: Vec<TaskResult>,
+    /// Status reports published, with the time they were.
+    pub reports: Vec<(Instant, Report)>,
     pub dead: Vec<RawMessage>,
     pub acked: Vec<TaskId>,
 }
@@ -126,6 +128,9 @@ pub fn cfg() -> Config {
     c.prefetch = 8;
     c.max_unconfirmed = 4;
     c.seed = 1;
+    // Reports on a timer keep a lane busy forever; the tests of reports
+    // turn them on.
+    c.report_interval = None;
     c
 }
 
@@ -333,6 +338,35 @@ impl World {
                 } else {
                     let message_id = message.message_id.clone();
                     self.inputs.push_back(Input::Returned { channel, message_id, code: 312, text: "NO_ROUTE".into() });
+                }
+                let ack = Input::PublishAck { channel, tag: tag.seq, multiple: false };
+                if b.hold_confirms {
+                    b.held_confirms.push(ack);
+                } else {
+                    self.inputs.push_back(ack);
+                }
+            }
+            Amqp::PublishReport { tag, exchange, routing_key, report }
+                if b.publish.is_some_and(|(c, _)| c == tag.channel) =>
+            {
+                assert_eq!((exchange, routing_key.as_str()), ("results", "ep.status"));
+                if b.exchange_missing {
+                    b.publish = None;
+                    b.channels.remove(&tag.channel);
+                    let text = "NOT_FOUND - no exchange 'results'".to_string();
+                    self.inputs.push_back(Input::ChannelClosed { channel: tag.channel, code: 404, text });
+                    return;
+                }
+                let (channel, last) = b.publish.as_mut().unwrap();
+                *last += 1;
+                assert_eq!(tag.seq, *last, "confirm tags count from 1 per channel, reports too");
+                let channel = *channel;
+                b.reports.push((self.now, *report));
+                // Not mandatory: an unroutable report is acked, never returned.
+                if b.nack_next > 0 {
+                    b.nack_next -= 1;
+                    self.inputs.push_back(Input::PublishNack { channel, tag: tag.seq, multiple: false });
+                    return;
                 }
                 let ack = Input::PublishAck { channel, tag: tag.seq, multiple: false };
                 if b.hold_confirms {

@@ -6,3 +6,4 @@ mod harness;
 mod lane_tests;
 mod lifecycle_tests;
 mod props;
+mod report_tests;

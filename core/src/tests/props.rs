@@ -70,14 +70,17 @@ fn action() -> impl Strategy<Value = Action> {
 }
 
 fn config() -> impl Strategy<Value = Config> {
-    (1u16..9, 1usize..12, 1usize..5, any::<bool>(), any::<u64>()).prop_map(
-        |(prefetch, spool, unconfirmed, excl, seed)| {
+    (1u16..9, 1usize..12, 1usize..5, any::<bool>(), any::<u64>(), 0u64..4).prop_map(
+        |(prefetch, spool, unconfirmed, excl, seed, report)| {
             let mut c = cfg();
             c.prefetch = prefetch;
             c.max_spooled_tasks = spool;
             c.max_unconfirmed = unconfirmed;
             c.consume_mode = if excl { ConsumeMode::Exclusive } else { ConsumeMode::SingleActive };
             c.seed = seed;
+            // Status reports off, or every 3, 10, 30 s: they share the
+            // publishing channel's confirm tags with results.
+            c.report_interval = [None, Some(3), Some(10), Some(30)][report as usize].map(Duration::from_secs);
             c
         },
     )

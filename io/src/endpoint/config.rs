@@ -122,6 +122,13 @@ impl EndpointConfig {
         self
     }
 
+    /// How often the endpoint publishes a status report to the service's
+    /// `tasklane.status` (and on every status change); zero sends none.
+    pub fn report_interval(mut self, interval: Duration) -> Self {
+        self.lane.report_interval = (!interval.is_zero()).then_some(interval);
+        self
+    }
+
     /// How the task queue is claimed against a duplicate endpoint.
     pub fn consume_mode(mut self, mode: ConsumeMode) -> Self {
         self.lane.consume_mode = mode;

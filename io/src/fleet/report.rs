@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tasklane_core::message::ENDPOINT_HEADER;
-use tasklane_core::{Counters, EndpointId, HeaderValue, RawMessage, Status};
+use tasklane_core::{Counters, EndpointId, HeaderValue, RawMessage, Report, Status};
 
 /// The format number this code writes and reads.
 pub const FORMAT: u32 = 1;
@@ -210,6 +210,23 @@ impl StatusReport {
         }
     }
 
+    /// The report of a lane's [`Report`] (`Amqp::PublishReport`), sent now
+    /// by this process, connected to broker `node` (`host:port`).
+    pub fn of_lane(report: &Report, node: Option<String>) -> Self {
+        let (state, reason) = EndpointState::of(&report.status);
+        let mut r = Self::new(&report.endpoint, state);
+        r.reason = reason;
+        r.spool =
+            SpoolReport { inbox: report.inbox as u64, outbox: report.outbox as u64, full: report.spool_full.clone() };
+        r.node = node;
+        r.counters = counters_by_name(&report.counters);
+        // Whole seconds on the wire, rounded up: never 0, never early.
+        let millis = report.interval.as_millis().max(1);
+        r.interval_secs = u32::try_from(millis.div_ceil(1000)).unwrap_or(u32::MAX);
+        r.seq = report.seq;
+        r
+    }
+
     /// A counter by name (0 if the report has none of that name).
     pub fn counter(&self, name: &str) -> u64 {
         self.counters.get(name).copied().unwrap_or(0)
@@ -336,6 +353,29 @@ mod tests {
         assert_eq!(e.to_string(), "not a status report: format 2, this service reads 1");
         let big = RawMessage { body: Bytes::from(vec![b' '; MAX_REPORT_BYTES + 1]), ..Default::default() };
         assert_eq!(StatusReport::decode("ep-1.status", &big).unwrap_err().label(), "bad-report");
+    }
+
+    #[test]
+    fn a_lane_report_fills_every_field() {
+        let e = EndpointId::new("ep-1").unwrap();
+        let lane = Report {
+            endpoint: e.clone(),
+            seq: 7,
+            status: Status::Blocked { reason: "memory alarm".into() },
+            counters: Counters { received: 5, completed: 4, ..Default::default() },
+            inbox: 2,
+            outbox: 1,
+            spool_full: Some("disk space low".into()),
+            interval: std::time::Duration::from_millis(1500),
+        };
+        let r = StatusReport::of_lane(&lane, Some("127.0.0.1:5672".into()));
+        assert_eq!((r.state, r.reason.as_deref()), (EndpointState::Blocked, Some("memory alarm")));
+        assert_eq!(r.spool, SpoolReport { inbox: 2, outbox: 1, full: Some("disk space low".into()) });
+        assert_eq!((r.counter("received"), r.counter("completed")), (5, 4));
+        assert_eq!((r.interval_secs, r.seq, r.node.as_deref()), (2, 7, Some("127.0.0.1:5672")));
+        assert_eq!(r.version, env!("CARGO_PKG_VERSION"));
+        assert!(r.sent_at_ms > 1_700_000_000_000);
+        assert_eq!(StatusReport::decode("ep-1.status", &r.encode()), Ok(r));
     }
 
     #[test]

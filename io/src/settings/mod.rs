@@ -99,6 +99,9 @@ pub struct EndpointSettings {
     /// by side (default: the number of cores). Not part of the library's
     /// [`EndpointConfig`]: how tasks are run is the application's choice.
     pub workers: Option<usize>,
+    /// `report_interval_secs`: how often the endpoint publishes a status
+    /// report to the service (and on every status change); 0 sends none.
+    pub report_interval_secs: Option<u64>,
 }
 
 impl EndpointSettings {
@@ -219,6 +222,9 @@ impl EndpointSettings {
         }
         if let Some(mode) = self.consume_mode {
             cfg = cfg.consume_mode(mode);
+        }
+        if let Some(secs) = self.report_interval_secs {
+            cfg = cfg.report_interval(Duration::from_secs(secs));
         }
         let lane = &mut cfg.lane;
         lane.max_spooled_tasks = self.max_spooled_tasks.unwrap_or(lane.max_spooled_tasks);

@@ -9,7 +9,7 @@ use super::EndpointSettings;
 pub const ENV_PREFIX: &str = "TASKLANE_";
 
 /// Every key a settings file may have.
-pub const KEYS: [&str; 15] = [
+pub const KEYS: [&str; 17] = [
     "amqp_url",
     "amqp_urls",
     "failover",
@@ -26,6 +26,7 @@ pub const KEYS: [&str; 15] = [
     "max_spooled_bytes",
     "max_body_bytes",
     "workers",
+    "report_interval_secs",
 ];
 
 /// Most `--exec` commands side by side: far beyond any machine's cores,
@@ -139,6 +140,7 @@ fn assign(s: &mut EndpointSettings, key: &str, raw: Raw) -> Result<bool, String>
         "max_spooled_bytes" => s.max_spooled_bytes = Some(int(raw, 1, big)? as u64),
         "max_body_bytes" => s.max_body_bytes = Some(int(raw, 1, big)? as usize),
         "workers" => s.workers = Some(int(raw, 1, MAX_WORKERS as i64)? as usize),
+        "report_interval_secs" => s.report_interval_secs = Some(int(raw, 0, MAX_BLOCKED_TIMEOUT_SECS)? as u64),
         _ => return Ok(false),
     }
     Ok(true)

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tasklane_core::{Amqp, ChannelId, ConnId, Input};
+use tasklane_core::{Amqp, ChannelId, ConnId, Input, RawMessage, Report};
 use tasklane_io::endpoint::{BrokerConn, BrokerPort, BrokerSinks, ConnectionInfo};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
@@ -209,9 +209,34 @@ fn command(ch: &mut Channels, op: Amqp) -> Vec<ClientMethod> {
             },
             None => return Vec::new(),
         },
+        // Published as the amqprs adapter does: not mandatory, on the
+        // confirm channel (the broker's confirm numbering must match
+        // core's). The simulated topology binds no `*.status`, so the
+        // broker drops it and acks it, as RabbitMQ would.
+        Amqp::PublishReport { tag, exchange, routing_key, report } => match no(ch, tag.channel) {
+            Some(n) => ClientMethod::Publish {
+                ch: n,
+                exchange: exchange.to_owned(),
+                routing_key,
+                mandatory: false,
+                message: convert::raw_to_wire(&report_message(&report)),
+            },
+            None => return Vec::new(),
+        },
         Amqp::Connect { .. } | Amqp::Disconnect { .. } | Amqp::Quarantine { .. } => return Vec::new(),
     };
     vec![m]
+}
+
+/// A status report as a message: its id as the io shell gives it, and a
+/// short text body (the simulation has no fleet view to read JSON).
+fn report_message(report: &Report) -> RawMessage {
+    let (e, seq) = (&report.endpoint, report.seq);
+    RawMessage {
+        message_id: Some(format!("{e}.status.{seq}").into_bytes()),
+        headers: Vec::new(),
+        body: format!("{:?} inbox {} outbox {}", report.status, report.inbox, report.outbox).into(),
+    }
 }
 
 /// The core input of one broker method, if core has one for it.

@@ -118,6 +118,11 @@ pub struct EndpointArgs {
     /// [default: 10].
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub shutdown_grace: Option<u64>,
+    /// Seconds between two status reports to the service's fleet view
+    /// (`tasklane fleet`), besides one on every status change; 0 sends
+    /// none [default: 10].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub report_interval: Option<u64>,
     /// Serve Prometheus metrics on http://ADDR/metrics (and the status as
     /// JSON on /status), e.g. 127.0.0.1:9464.
     #[arg(long, value_name = "ADDR")]

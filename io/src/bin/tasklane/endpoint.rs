@@ -109,6 +109,7 @@ pub fn configure(g: &Global, args: &EndpointArgs) -> Result<Configured, Failure>
     settings.heartbeat_secs = args.heartbeat.or(settings.heartbeat_secs).or(Some(DEFAULT_HEARTBEAT));
     settings.blocked_timeout_secs = args.blocked_timeout.or(settings.blocked_timeout_secs);
     settings.shutdown_grace_secs = args.shutdown_grace.or(settings.shutdown_grace_secs);
+    settings.report_interval_secs = args.report_interval.or(settings.report_interval_secs);
     settings.metrics = args.metrics.or(settings.metrics);
     settings.workers = args.workers.map(usize::from).or(settings.workers);
     let workers = settings.workers.unwrap_or_else(default_workers);
@@ -158,6 +159,7 @@ pub async fn start(
         shutdown_grace_secs = config.lane.shutdown_grace.as_secs(),
         prefetch = config.lane.prefetch,
         workers,
+        report_interval_secs = config.lane.report_interval.map_or(0, |d| d.as_secs()),
         "starting endpoint"
     );
     let metrics = match metrics {

@@ -74,6 +74,8 @@ fn channel_input(channel: ChannelId, event: ChannelEvent) -> Input {
 
 struct Session {
     conn: ConnId,
+    /// The broker node, `host:port` of the URL in use, for reports.
+    node: String,
     amqp: Connection,
     inputs: InputSink,
     channels: BTreeMap<ChannelId, (Channel, CloseReason)>,
@@ -110,9 +112,10 @@ pub(super) async fn run(id: ConnId, opts: ConnectOptions, mut cmds: UnboundedRec
     }
     tracing::Span::current().record("peer", tracing::field::display(info.peer));
     tracing::info!(url = %opts.url, name = %info.name, tls = info.tls, broker = %info.broker, "connected");
+    let node = info.node.clone();
     sinks.connection.connected(id, info);
     inputs.send(Input::Connected { conn: id });
-    let mut s = Session { conn: id, amqp, inputs, channels: BTreeMap::new() };
+    let mut s = Session { conn: id, node, amqp, inputs, channels: BTreeMap::new() };
     let reason = loop {
         match cmds.recv().await {
             Some(ConnCmd::Amqp(op)) => s.execute(op).await,
@@ -239,6 +242,16 @@ impl Session {
                 let args = amqp::publish_args(exchange, &routing_key);
                 if let Err(e) = ch.basic_publish(props, message.body.to_vec(), args).await {
                     tracing::debug!(channel = tag.channel.0, seq = tag.seq, "basic.publish failed: {e}");
+                }
+            }
+            Amqp::PublishReport { tag, report, .. } => {
+                let Some(ch) = self.channel(tag.channel) else { return };
+                // Not mandatory, transient, and its confirm changes nothing
+                // (core numbers it and forgets it): a report the broker
+                // drops costs nothing.
+                let report = crate::fleet::StatusReport::of_lane(&report, Some(self.node.clone()));
+                if let Err(e) = crate::fleet::publish(ch, &report).await {
+                    tracing::debug!(channel = tag.channel.0, seq = tag.seq, "status report not published: {e}");
                 }
             }
             // Connect and Disconnect are the port's: one task per connection.
