@@ -314,7 +314,7 @@ mod tests {
         assert_eq!(json["state"], "disconnected");
         assert_eq!(json["spool"], serde_json::json!({"inbox": 3, "outbox": 1, "full": "disk space low"}));
         assert_eq!(json["counters"]["completed"], 7);
-        assert_eq!(json["counters"].as_object().unwrap().len(), 14);
+        assert_eq!(json["counters"].as_object().unwrap().len(), 16);
         assert_eq!(json["node"], serde_json::Value::Null);
         assert_eq!(json["interval_secs"], 10);
         assert_eq!(r.counter("completed"), 7);
