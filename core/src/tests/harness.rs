@@ -67,6 +67,24 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// A publish (result or report) on the publishing channel: the next
+    /// confirm tag, checked (results and reports share one numbering), or
+    /// `None` when the `results` exchange is missing and the broker closes
+    /// the channel (the close goes to `inputs`).
+    fn take_publish_tag(&mut self, tag: PublishTag, inputs: &mut VecDeque<Input>) -> Option<ChannelId> {
+        if self.exchange_missing {
+            self.publish = None;
+            self.channels.remove(&tag.channel);
+            let text = "NOT_FOUND - no exchange 'results'".to_string();
+            inputs.push_back(Input::ChannelClosed { channel: tag.channel, code: 404, text });
+            return None;
+        }
+        let (channel, last) = self.publish.as_mut().expect("the caller matched the publishing channel");
+        *last += 1;
+        assert_eq!(tag.seq, *last, "confirm tags count from 1 per channel, reports too");
+        Some(*channel)
+    }
+
     /// The connection dies: unacked deliveries go back to the queue's head,
     /// marked redelivered, in tag order.
     pub fn drop_connection(&mut self) -> Option<ConnId> {
@@ -314,17 +332,7 @@ impl World {
                 if b.publish.is_some_and(|(c, _)| c == tag.channel) =>
             {
                 assert_eq!((exchange, routing_key.as_str()), ("results", "ep.results"));
-                if b.exchange_missing {
-                    b.publish = None;
-                    b.channels.remove(&tag.channel);
-                    let text = "NOT_FOUND - no exchange 'results'".to_string();
-                    self.inputs.push_back(Input::ChannelClosed { channel: tag.channel, code: 404, text });
-                    return;
-                }
-                let (channel, last) = b.publish.as_mut().unwrap();
-                *last += 1;
-                assert_eq!(tag.seq, *last, "confirm tags count from 1 per channel");
-                let channel = *channel;
+                let Some(channel) = b.take_publish_tag(tag, &mut self.inputs) else { return };
                 if b.nack_next > 0 {
                     b.nack_next -= 1;
                     self.inputs.push_back(Input::PublishNack { channel, tag: tag.seq, multiple: false });
@@ -350,17 +358,7 @@ impl World {
                 if b.publish.is_some_and(|(c, _)| c == tag.channel) =>
             {
                 assert_eq!((exchange, routing_key.as_str()), ("results", "ep.status"));
-                if b.exchange_missing {
-                    b.publish = None;
-                    b.channels.remove(&tag.channel);
-                    let text = "NOT_FOUND - no exchange 'results'".to_string();
-                    self.inputs.push_back(Input::ChannelClosed { channel: tag.channel, code: 404, text });
-                    return;
-                }
-                let (channel, last) = b.publish.as_mut().unwrap();
-                *last += 1;
-                assert_eq!(tag.seq, *last, "confirm tags count from 1 per channel, reports too");
-                let channel = *channel;
+                let Some(channel) = b.take_publish_tag(tag, &mut self.inputs) else { return };
                 b.reports.push((self.now, *report));
                 // Not mandatory: an unroutable report is acked, never returned.
                 if b.nack_next > 0 {
