@@ -6,6 +6,8 @@
 
 mod fleet_support;
 
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fleet_support::{OperatorFleet, RealEndpoint, HELD, INTERVAL_SECS};
@@ -86,6 +88,39 @@ fn the_fleet_shows_every_endpoint_and_a_killed_one_turns_stale() {
         assert_eq!(&cells[..6], [id, state, "127.0.0.1:5672", &pid.to_string(), &inbox.to_string(), "0"], "{text}");
         assert!(line.ends_with(" s ago"), "{text}");
     }
+
+    // --watch drains and prints again every --every seconds until SIGTERM,
+    // a blank line between two prints, no screen-clearing off a terminal.
+    let mut watch = cli
+        .command(&["fleet", "--watch", "--every", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let header = |l: &String| l.starts_with("endpoint  state");
+    let mut printed: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while printed.iter().filter(|l| header(l)).count() < 2 {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        printed.push(rx.recv_timeout(wait).unwrap_or_else(|_| panic!("--watch printed once only: {printed:?}")));
+    }
+    let started = Instant::now();
+    Command::new("kill").args(["-TERM", &watch.id().to_string()]).status().unwrap();
+    assert_eq!(watch.wait().unwrap().code(), Some(0), "SIGTERM ends --watch cleanly");
+    assert!(started.elapsed() < Duration::from_secs(5), "and promptly");
+    assert!(printed.iter().all(|l| !l.contains('\x1b')), "{printed:?}");
+    let first = &printed[..printed.len() - 1];
+    assert!(header(&first[0]) && first[1..].iter().filter(|l| !l.is_empty()).count() == 4, "{printed:?}");
+    assert_eq!(first.last().map(String::as_str), Some(""), "{printed:?}");
 
     // SIGKILL: ep-gone says nothing more; 3 of its 1-second intervals
     // after its last report it is stale, and not before.
