@@ -12,6 +12,7 @@
 
 mod fleet_support;
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -125,6 +126,19 @@ fn throughput(dom: &str) -> Vec<f64> {
     svg.split("<title>").skip(1).map(|t| t[..t.find(" results/s").unwrap()].trim().parse().unwrap()).collect()
 }
 
+/// The body of `GET path` from the dashboard at `page` (HTTP/1.1, 200).
+fn get(page: &str, path: &str) -> String {
+    let addr = page.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{head}");
+    body.to_string()
+}
+
 /// `tasklane dashboard` on a free port, reloading every second, and its URL.
 fn spawn_dashboard(cli: &Tasklane) -> (Child, String) {
     let addr: SocketAddr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
@@ -172,6 +186,15 @@ fn the_dashboard_shows_a_real_fleet_and_a_killed_endpoint_turns_stale() {
     let dead = &dom[dom.find("<table id=\"dead\"").expect("recent dead letters")..];
     assert!(dead.contains("ep-dup.status") && dead.contains("not-owner"), "{dead}");
     assert!(throughput(&dom).iter().all(|v| *v == 0.0), "nothing completed yet");
+    // /fleet.json: the fleet as `tasklane fleet --json` has it.
+    let json: Vec<serde_json::Value> = serde_json::from_str(&get(&page, "/fleet.json")).unwrap();
+    let listed: Vec<(&str, &str, u64)> = json
+        .iter()
+        .map(|m| (m["endpoint"].as_str().unwrap(), m["state"].as_str().unwrap(), m["report"]["pid"].as_u64().unwrap()))
+        .collect();
+    let pids = [busy, active, standby, gone].map(u64::from);
+    let want: Vec<(&str, &str, u64)> = all.iter().zip(pids).map(|((e, s), p)| (*e, *s, p)).collect();
+    assert_eq!(listed, want);
 
     // The held tasks complete: ep-busy's inbox empties, the chart shows it.
     fleet.release();
