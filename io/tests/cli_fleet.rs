@@ -132,7 +132,8 @@ fn the_fleet_shows_every_endpoint_and_a_killed_one_turns_stale() {
     let stale = [all[0], all[1], all[2], ("ep-gone", "stale", gone)];
     let rows = wait_rows(&cli, &stale, Duration::from_secs(15), held);
     let took = killed.elapsed();
-    assert!(took >= Duration::from_secs(2), "stale after {took:?}: 3 intervals after the last report, not sooner");
+    eprintln!("ep-gone shown stale {took:?} after its SIGKILL");
+    assert!(took >= Duration::from_millis(1_500), "stale after {took:?}: 3 intervals after the last report (at most 1 before the kill, give or take a late timer), not sooner");
     let m = &rows[3].3;
     assert_eq!((&m["stale"], &m["report"]["state"]), (&true.into(), &"consuming".into()), "what it said last: {m}");
     assert!(m["seen_ago_ms"].as_u64().unwrap() > 3 * 1000 * INTERVAL_SECS, "{m}");

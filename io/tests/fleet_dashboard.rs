@@ -211,7 +211,8 @@ fn the_dashboard_shows_a_real_fleet_and_a_killed_endpoint_turns_stale() {
     let after = [("ep-busy", "consuming"), ("ep-dup", "consuming"), ("ep-dup", "standby"), ("ep-gone", "stale")];
     let dom = wait_for(&page, &after, Duration::from_secs(15));
     let took = killed.elapsed();
-    assert!(took >= Duration::from_secs(2), "stale after {took:?}: 3 intervals after its last report, not sooner");
+    eprintln!("ep-gone shown stale {took:?} after its SIGKILL");
+    assert!(took >= Duration::from_millis(1_500), "stale after {took:?}: 3 intervals after its last report (at most 1 before the kill, give or take a late timer), not sooner");
     assert!(row_of(&dom, "ep-gone", gone).contains("silent; last said consuming"));
     let dom = wait_until(&page, "3 tasks held again", Duration::from_secs(15), |dom| {
         rows(dom).iter().any(|(e, _, r)| e == "ep-busy" && numbers(r)[..3] == [3, 0, HELD])
