@@ -1,17 +1,53 @@
 //! `tasklane fleet` and `tasklane tasks` through the binary: a fleet of
-//! three endpoints (one killed) as the command shows it, and task tracking
-//! filtered and kept under its retention bound.
+//! real endpoints (`tasklane endpoint` processes: one holding tasks, one
+//! running twice as active and standby, one killed) and of library
+//! endpoints as the command shows it, and task tracking filtered and kept
+//! under its retention bound.
 
 mod fleet_support;
 
-use std::time::Duration;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use fleet_support::ReportingEndpoint;
-use tasklane_io::fleet::EndpointState;
+use fleet_support::{OperatorFleet, RealEndpoint, HELD, INTERVAL_SECS};
 use tasklane_tests::{Tasklane, Vhost};
 
 fn json_lines(text: &str) -> Vec<serde_json::Value> {
     text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}"))).collect()
+}
+
+/// `tasklane fleet --json`: (endpoint, state, pid, whole line) per row.
+fn fleet_rows(cli: &Tasklane) -> Vec<Row> {
+    json_lines(&cli.run_ok(&["fleet", "--json"]))
+        .into_iter()
+        .map(|m| {
+            let (e, s) = (m["endpoint"].as_str().unwrap().to_string(), m["state"].as_str().unwrap().to_string());
+            (e, s, m["report"]["pid"].as_u64().unwrap(), m)
+        })
+        .collect()
+}
+
+type Row = (String, String, u64, serde_json::Value);
+
+/// Polls `tasklane fleet --json` until its (endpoint, state, pid) rows are
+/// `expected` and `also(rows)`, for at most `within`; returns the rows.
+fn wait_rows(
+    cli: &Tasklane,
+    expected: &[(&str, &str, u64)],
+    within: Duration,
+    also: impl Fn(&[Row]) -> bool,
+) -> Vec<Row> {
+    let deadline = Instant::now() + within;
+    loop {
+        let rows = fleet_rows(cli);
+        let seen: Vec<(&str, &str, u64)> = rows.iter().map(|(e, s, p, _)| (e.as_str(), s.as_str(), *p)).collect();
+        if seen == expected && also(&rows) {
+            return rows;
+        }
+        assert!(Instant::now() < deadline, "the fleet never showed {expected:?}; last {seen:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]
@@ -19,38 +55,97 @@ fn the_fleet_shows_every_endpoint_and_a_killed_one_turns_stale() {
     let vhost = Vhost::create().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cli = Tasklane::new(vhost.url(), dir.path().join("service"));
-    cli.run_ok(&["provision", "ep-a"]);
-    let out = cli.run_ok(&["fleet"]);
-    assert_eq!(out, "no endpoint has reported yet\n");
+    cli.run_ok(&["provision", "ep-busy"]);
+    assert_eq!(cli.run_ok(&["fleet"]), "no endpoint has reported yet\n");
 
-    let _a = ReportingEndpoint::start(&vhost.url(), "ep-a", EndpointState::Consuming, 1, 3);
-    let _b = ReportingEndpoint::start(&vhost.url(), "ep-b", EndpointState::Standby, 1, 0);
-    let mut c = ReportingEndpoint::start(&vhost.url(), "ep-c", EndpointState::Consuming, 1, 7);
-    let out = cli.run_ok(&["fleet"]);
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 4, "{out}");
-    assert!(lines[0].starts_with("endpoint  state      node            inbox  outbox  completed  last seen"), "{out}");
-    for (line, (id, state, inbox)) in
-        lines[1..].iter().zip([("ep-a", "consuming", 3), ("ep-b", "standby", 0), ("ep-c", "consuming", 7)])
-    {
+    let mut fleet = OperatorFleet::start(&cli, dir.path());
+    let pid = |p: &tasklane_tests::Running| u64::from(p.pid());
+    let (busy, active, standby, gone) = (pid(&fleet.busy), pid(&fleet.active), pid(&fleet.standby), pid(&fleet.gone));
+    let all = [
+        ("ep-busy", "consuming", busy),
+        ("ep-dup", "consuming", active),
+        ("ep-dup", "standby", standby),
+        ("ep-gone", "consuming", gone),
+    ];
+    let held = |rows: &[Row]| rows[0].3["report"]["spool"]["inbox"] == HELD;
+    let rows = wait_rows(&cli, &all, Duration::from_secs(20), held);
+    let inbox: Vec<u64> = rows.iter().map(|(_, _, _, m)| m["report"]["spool"]["inbox"].as_u64().unwrap()).collect();
+    assert_eq!(inbox, [HELD, 0, 0, 0], "ep-busy holds its tasks");
+    for (_, _, _, m) in &rows {
+        assert_eq!(m["report"]["node"], "127.0.0.1:5672", "{m}");
+        assert_eq!(m["report"]["interval_secs"], INTERVAL_SECS, "{m}");
+        assert_eq!(m["stale"], false, "{m}");
+    }
+    assert_eq!(rows[0].3["report"]["counters"]["received"], HELD, "{}", rows[0].3);
+    let text = cli.run_ok(&["fleet"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(lines[0].starts_with("endpoint  state      node            pid "), "{text}");
+    assert!(lines[0].ends_with("  inbox  outbox  completed  last seen"), "{text}");
+    for (line, (id, state, pid)) in lines[1..].iter().zip(all) {
         let cells: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(&cells[..5], [id, state, "127.0.0.1:5672", &inbox.to_string(), "0"], "{out}");
-        assert!(line.ends_with(" s ago"), "{out}");
+        let inbox = if id == "ep-busy" { HELD } else { 0 };
+        assert_eq!(&cells[..6], [id, state, "127.0.0.1:5672", &pid.to_string(), &inbox.to_string(), "0"], "{text}");
+        assert!(line.ends_with(" s ago"), "{text}");
     }
 
-    c.kill();
-    std::thread::sleep(Duration::from_millis(3_300));
-    let members = json_lines(&cli.run_ok(&["fleet", "--json"]));
-    let states: Vec<(&str, &str, bool)> = members
-        .iter()
-        .map(|m| (m["endpoint"].as_str().unwrap(), m["state"].as_str().unwrap(), m["stale"].as_bool().unwrap()))
-        .collect();
-    assert_eq!(states, [("ep-a", "consuming", false), ("ep-b", "standby", false), ("ep-c", "stale", true)]);
-    assert_eq!(members[2]["report"]["state"], "consuming", "what it said last");
-    assert!(members[2]["seen_ago_ms"].as_u64().unwrap() > 3_000);
-    assert!(members[0]["report"]["counters"]["completed"].as_u64().unwrap() >= 30, "{}", members[0]);
+    // --watch drains and prints again every --every seconds until SIGTERM,
+    // a blank line between two prints, no screen-clearing off a terminal.
+    let mut watch = cli
+        .command(&["fleet", "--watch", "--every", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let header = |l: &String| l.starts_with("endpoint  state");
+    let mut printed: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while printed.iter().filter(|l| header(l)).count() < 2 {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        printed.push(rx.recv_timeout(wait).unwrap_or_else(|_| panic!("--watch printed once only: {printed:?}")));
+    }
+    let started = Instant::now();
+    Command::new("kill").args(["-TERM", &watch.id().to_string()]).status().unwrap();
+    assert_eq!(watch.wait().unwrap().code(), Some(0), "SIGTERM ends --watch cleanly");
+    assert!(started.elapsed() < Duration::from_secs(5), "and promptly");
+    assert!(printed.iter().all(|l| !l.contains('\x1b')), "{printed:?}");
+    let first = &printed[..printed.len() - 1];
+    assert!(header(&first[0]) && first[1..].iter().filter(|l| !l.is_empty()).count() == 4, "{printed:?}");
+    assert_eq!(first.last().map(String::as_str), Some(""), "{printed:?}");
+
+    // SIGKILL: ep-gone says nothing more; 3 of its 1-second intervals
+    // after its last report it is stale, and not before.
+    let killed = fleet.kill_gone();
+    let rows = fleet_rows(&cli);
+    if killed.elapsed() < Duration::from_millis(1_900) {
+        assert_eq!((rows[3].1.as_str(), &rows[3].3["stale"]), ("consuming", &false.into()), "too early for stale");
+    }
+    let stale = [all[0], all[1], all[2], ("ep-gone", "stale", gone)];
+    let rows = wait_rows(&cli, &stale, Duration::from_secs(15), held);
+    let took = killed.elapsed();
+    eprintln!("ep-gone shown stale {took:?} after its SIGKILL");
+    assert!(took >= Duration::from_millis(1_500), "stale after {took:?}: 3 intervals after the last report (at most 1 before the kill, give or take a late timer), not sooner");
+    let m = &rows[3].3;
+    assert_eq!((&m["stale"], &m["report"]["state"]), (&true.into(), &"consuming".into()), "what it said last: {m}");
+    assert!(m["seen_ago_ms"].as_u64().unwrap() > 3 * 1000 * INTERVAL_SECS, "{m}");
     let text = cli.run_ok(&["fleet"]);
-    assert!(text.lines().any(|l| l.starts_with("ep-c      stale") && l.ends_with("(last said consuming)")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("ep-gone   stale") && l.ends_with("(last said consuming)")), "{text}");
+
+    // The active ep-dup dies too: its standby takes over, and the fleet
+    // shows the process that consumes now, not the dead one.
+    fleet.active.kill();
+    let taken_over = [all[0], ("ep-dup", "consuming", standby), ("ep-gone", "stale", gone)];
+    wait_rows(&cli, &taken_over, Duration::from_secs(30), held);
+    fleet.stop();
 }
 
 #[test]
@@ -104,32 +199,6 @@ fn tasks_are_filtered_and_kept_under_the_retention_bound() {
     let bad = cli.run(&["tasks", "--older-than", "soon"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a duration"));
-}
-
-/// A real endpoint (amqprs, LMDB) on a runtime of its own, reporting every
-/// second; dropping the runtime kills it without a last word, as SIGKILL
-/// would.
-struct RealEndpoint {
-    rt: Option<tokio::runtime::Runtime>,
-    _endpoint: tasklane_io::endpoint::Endpoint,
-}
-
-impl RealEndpoint {
-    fn start(url: &str, id: &str, spool: &std::path::Path) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let cfg = tasklane_io::endpoint::EndpointConfig::new(url, id, spool)
-            .unwrap()
-            .heartbeat(5)
-            .report_interval(Duration::from_secs(1));
-        let endpoint = rt.block_on(tasklane_io::endpoint::Endpoint::open(cfg)).unwrap();
-        Self { rt: Some(rt), _endpoint: endpoint }
-    }
-
-    fn kill(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
-    }
 }
 
 #[test]

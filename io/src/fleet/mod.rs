@@ -2,8 +2,9 @@
 //! [`StatusReport`] to exchange `results` with routing key `E.status` on a
 //! timer and on every status change; [`Fleet`] drains queue
 //! `tasklane.status` into the service's store, checking that each report
-//! comes from the endpoint its routing key names; [`members`] tells each
-//! endpoint's last report, when it was seen and whether it went stale; the
+//! comes from the endpoint its routing key names; [`members`] tells the
+//! last report of each endpoint process (an id running twice, active and
+//! standby, has two), when it was seen and whether it went stale; the
 //! [`dashboard`] shows it all on a web page.
 //!
 //! Publishing a report (what an endpoint does, on a channel of its own,

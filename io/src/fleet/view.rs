@@ -37,7 +37,7 @@ impl fmt::Display for Shown {
     }
 }
 
-/// One endpoint of the fleet, judged at one moment.
+/// One endpoint process of the fleet, judged at one moment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FleetMember {
     /// Its last report and when it was seen.
@@ -107,16 +107,54 @@ pub fn member_json(m: &FleetMember) -> serde_json::Value {
 }
 
 /// Every endpoint that ever reported (until forgotten), ordered by id,
-/// judged now.
+/// judged now: one member per live process of the endpoint (an active one
+/// and its standbys), or its last word when none is live ([`visible`]).
 pub fn members(store: &TaskStore) -> Result<Vec<FleetMember>, StoreError> {
     let now = now_ms();
-    Ok(store.fleet()?.into_iter().map(|record| FleetMember { record, now_ms: now }).collect())
+    Ok(visible(store.fleet()?.into_iter().map(|record| FleetMember { record, now_ms: now }).collect()))
+}
+
+/// Whether `m` is a process that reports on time and has not said
+/// goodbye.
+fn is_live(m: &FleetMember) -> bool {
+    !m.is_stale() && m.report().state != EndpointState::Closed
+}
+
+/// What the fleet shows of the process records `all` (ordered by
+/// endpoint): for each endpoint, its live processes, the consuming one
+/// first (then standbys, by state, then host and pid); when none is live,
+/// only the one heard of last (stale, or closed), as a restarted or
+/// replaced process leaves its predecessor's record behind until the store
+/// drops it.
+pub fn visible(all: Vec<FleetMember>) -> Vec<FleetMember> {
+    let mut out = Vec::with_capacity(all.len());
+    let mut rest = all.into_iter().peekable();
+    while let Some(first) = rest.next() {
+        let mut group = vec![first];
+        while let Some(next) = rest.next_if(|m| m.endpoint() == group[0].endpoint()) {
+            group.push(next);
+        }
+        if group.iter().any(is_live) {
+            group.retain(is_live);
+            group.sort_by(|a, b| {
+                let r = |m: &FleetMember| (m.report().state != EndpointState::Consuming, m.report().state);
+                let key = |m: &FleetMember| (r(m), m.report().host.clone(), m.report().pid);
+                key(a).cmp(&key(b))
+            });
+            out.extend(group);
+        } else if let Some(last) = group.into_iter().max_by_key(FleetMember::last_seen_ms) {
+            out.push(last);
+        }
+    }
+    out
 }
 
 /// The fleet's throughput, in results completed per second, in `bins`
 /// equal bins of the `window_ms` before `now_ms` (oldest first), from the
-/// `completed` counters of consecutive reports of each endpoint process.
-/// A rate between two reports is spread over the bins their span covers.
+/// `completed` counters of consecutive reports of each endpoint process
+/// (an active process and its standby report under one endpoint id, each
+/// counting from its own start). A rate between two reports is spread over
+/// the bins their span covers.
 pub fn throughput(samples: &[Sample], now_ms: u64, window_ms: u64, bins: usize) -> Vec<f64> {
     let mut out = vec![0.0; bins];
     if bins == 0 || window_ms == 0 {
@@ -124,16 +162,16 @@ pub fn throughput(samples: &[Sample], now_ms: u64, window_ms: u64, bins: usize) 
     }
     let start = now_ms.saturating_sub(window_ms);
     let bin_ms = window_ms as f64 / bins as f64;
-    let mut by_endpoint: BTreeMap<&str, Vec<&Sample>> = BTreeMap::new();
+    let mut by_process: BTreeMap<(&str, u32), Vec<&Sample>> = BTreeMap::new();
     for s in samples {
-        by_endpoint.entry(&s.endpoint).or_default().push(s);
+        by_process.entry((&s.endpoint, s.pid)).or_default().push(s);
     }
-    for series in by_endpoint.values_mut() {
+    for series in by_process.values_mut() {
         series.sort_by_key(|s| s.sent_at_ms);
         for pair in series.windows(2) {
             let (a, b) = (pair[0], pair[1]);
-            if a.pid != b.pid || b.completed < a.completed || b.sent_at_ms <= a.sent_at_ms {
-                continue; // a new process counts from 0 again
+            if b.completed < a.completed || b.sent_at_ms <= a.sent_at_ms {
+                continue; // a new process under a reused pid counts from 0 again
             }
             let rate = (b.completed - a.completed) as f64 * 1000.0 / (b.sent_at_ms - a.sent_at_ms) as f64;
             // Each bin gets the rate for the share of it the span covers.
@@ -173,6 +211,9 @@ mod tests {
             sample("b", 0, 0, 2),
             sample("b", 20_000, 100, 2),
             sample("b", 21_000, 3, 9),
+            // b's standby (pid 3), reporting between b's reports: it completes nothing.
+            sample("b", 5_000, 0, 3),
+            sample("b", 15_000, 0, 3),
         ];
         let bins = throughput(&samples, 20_000, 20_000, 4);
         assert_eq!(bins.len(), 4);
@@ -181,6 +222,41 @@ mod tests {
         }
         // The window before any report is empty.
         assert_eq!(throughput(&samples, 100_000, 20_000, 2), vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn live_processes_show_and_a_dead_or_closed_predecessor_does_not() {
+        let process = |endpoint: &str, state, pid, seen_ago: u64| {
+            let mut r = StatusReport::new(&tasklane_core::EndpointId::new(endpoint).unwrap(), state);
+            (r.interval_secs, r.pid, r.sent_at_ms) = (1, pid, 100_000 - seen_ago);
+            FleetMember { record: FleetRecord { report: r, seen_ms: 100_000 }, now_ms: 100_000 }
+        };
+        let shown = |all: Vec<FleetMember>| -> Vec<(String, u32, Shown)> {
+            visible(all).iter().map(|m| (m.endpoint().to_string(), m.report().pid, m.state())).collect()
+        };
+        use EndpointState::{Closed, Consuming, Standby};
+        // An active process and its standby (listed in pid order) both show,
+        // the consuming one first; a dead predecessor does not.
+        let all = vec![
+            process("a", Standby, 1, 0),
+            process("a", Consuming, 2, 500),
+            process("a", Consuming, 3, 9_000),
+            process("b", Closed, 4, 1_000),
+            process("b", Consuming, 5, 0),
+        ];
+        assert_eq!(
+            shown(all),
+            [
+                ("a".into(), 2, Shown::Reported(Consuming)),
+                ("a".into(), 1, Shown::Reported(Standby)),
+                ("b".into(), 5, Shown::Reported(Consuming))
+            ]
+        );
+        // None live: the last word only, stale or closed.
+        let all = vec![process("c", Consuming, 6, 20_000), process("c", Standby, 7, 9_000)];
+        assert_eq!(shown(all), [("c".into(), 7, Shown::Stale(Standby))]);
+        let all = vec![process("d", Closed, 8, 60_000), process("d", Consuming, 9, 90_000)];
+        assert_eq!(shown(all), [("d".into(), 8, Shown::Reported(Closed))]);
     }
 
     #[test]

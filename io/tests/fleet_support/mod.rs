@@ -1,86 +1,149 @@
-//! A small fleet for the fleet tests: each [`ReportingEndpoint`] publishes
-//! real [`StatusReport`]s over AMQP the way an endpoint does (exchange
-//! `results`, routing key `E.status`, transient, no confirms, a channel of
-//! its own) every interval, from a thread of its own; "killing" it stops
-//! the reports at once, as a SIGKILL would.
+//! Real fleets for the fleet tests, in a vhost of the test's own:
 //!
-//! Real endpoints do not publish reports yet; once `tasklane endpoint`
-//! does, [`ReportingEndpoint::start`] can give way to
-//! `tasklane_tests::Tasklane::endpoint` (a real process, `kill()` for
-//! SIGKILL) with the endpoint's report interval set to one second.
+//! - [`OperatorFleet`]: `tasklane endpoint` processes (provisioned with
+//!   `tasklane provision`, reporting every second) in the states an
+//!   operator relies on: `ep-busy` consuming with [`HELD`] tasks held by
+//!   its `--exec` command (non-zero spool depth), `ep-dup` running twice
+//!   on a classic task queue (the first process consumes, the second waits
+//!   as standby, SPEC §4 "Failover"), and `ep-gone`, which the test kills
+//!   with SIGKILL;
+//! - [`RealEndpoint`]: a library endpoint on a runtime of its own;
+//! - [`publish_raw`]: a message no real endpoint would send (a spoofed
+//!   routing key, garbage), published as guest.
 
 #![allow(dead_code)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use tasklane_core::EndpointId;
 use tasklane_io::amqp::{self, ConnectOptions};
-use tasklane_io::fleet::{self, EndpointState, StatusReport};
+use tasklane_io::fleet;
+use tasklane_io::metrics;
+use tasklane_tests::{Running, Tasklane};
 
-/// An "endpoint" that only reports its status.
-pub struct ReportingEndpoint {
-    pub id: String,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+/// Tasks `ep-busy` holds until [`OperatorFleet::release`].
+pub const HELD: u64 = 5;
+
+/// Seconds between two reports of every endpoint of the fleet.
+pub const INTERVAL_SECS: u64 = 1;
+
+/// Real `tasklane endpoint` processes in four real states.
+pub struct OperatorFleet {
+    /// `ep-busy`: consuming, [`HELD`] tasks in its inbox.
+    pub busy: Running,
+    /// `ep-dup`'s first process: consuming.
+    pub active: Running,
+    /// `ep-dup`'s second process: standby.
+    pub standby: Running,
+    /// `ep-gone`: consuming until the test kills it.
+    pub gone: Running,
+    gate: PathBuf,
 }
 
-impl ReportingEndpoint {
-    /// Starts reporting `state` for endpoint `id` to the broker at `url`
-    /// every `interval_secs`, the first report at once. Each report
-    /// completes 10 more tasks than the one before and holds `inbox` tasks.
-    pub fn start(url: &str, id: &str, state: EndpointState, interval_secs: u32, inbox: u64) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (url, endpoint, flag) = (url.to_string(), EndpointId::new(id).unwrap(), stop.clone());
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let conn = amqp::connect(&ConnectOptions::parse(&url).unwrap()).await.expect("broker");
-                let channel = conn.open_channel(None).await.unwrap();
-                let mut seq = 0u64;
-                while !flag.load(Ordering::SeqCst) {
-                    let mut report = StatusReport::new(&endpoint, state);
-                    report.seq = seq;
-                    report.interval_secs = interval_secs;
-                    report.node = Some("127.0.0.1:5672".into());
-                    report.spool.inbox = inbox;
-                    report.counters.insert("completed".into(), seq * 10);
-                    if state == EndpointState::Disconnected {
-                        report.reason = Some("connection refused".into());
-                        report.node = None;
-                    }
-                    fleet::publish(&channel, &report).await.expect("publish a report");
-                    if seq == 0 {
-                        let _ = ready_tx.send(());
-                    }
-                    seq += 1;
-                    let next = tokio::time::Instant::now() + Duration::from_secs(interval_secs.into());
-                    while tokio::time::Instant::now() < next && !flag.load(Ordering::SeqCst) {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                }
-                // Killed: no goodbye, the connection just goes.
-                drop(channel);
-                drop(conn);
-            });
-        });
-        ready_rx.recv_timeout(Duration::from_secs(20)).expect("the first report was published");
-        Self { id: id.to_string(), stop, thread: Some(thread) }
+/// Waits until the status file in `spool` says `status` and `inbox` held
+/// tasks, for at most 30 s.
+fn wait_status(spool: &Path, status: &str, inbox: u64, running: &Running) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = metrics::read_status(spool).ok().flatten();
+        if now.as_ref().is_some_and(|r| r.status == status && r.spool_inbox as u64 == inbox) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never said {status} with inbox {inbox} (last: {now:?}); stderr:\n{}",
+            spool.display(),
+            running.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl OperatorFleet {
+    /// Provisions `ep-busy`, `ep-dup` and `ep-gone`, submits [`HELD`]
+    /// tasks to `ep-busy`, starts the four processes (spools under `dir`)
+    /// and returns once each says, in its status file, what it should.
+    pub fn start(cli: &Tasklane, dir: &Path) -> Self {
+        // ep-dup's task queue is classic: on a quorum queue RabbitMQ counts
+        // only the active consumer in a declare-ok, so a standby cannot tell
+        // it stands by and reports `consuming` (see io/tests/cluster.rs).
+        cli.run_ok(&["provision", "ep-busy"]);
+        cli.run_ok(&["provision", "ep-dup", "--queue-type", "classic"]);
+        cli.run_ok(&["provision", "ep-gone"]);
+        let interval = INTERVAL_SECS.to_string();
+        let common = ["--report-interval", interval.as_str(), "--shutdown-grace", "2"];
+        let gate = dir.join("gate");
+        // Held until the gate opens, at most 30 s (no orphan outlives that).
+        let hold = format!("for i in $(seq 300); do [ -e '{}' ] && break; sleep 0.1; done; cat", gate.display());
+        cli.run_ok(&["submit", "ep-busy", "--count", &HELD.to_string(), "--size", "16"]);
+        let spool = |name: &str| dir.join(name);
+        let busy =
+            cli.endpoint("ep-busy", &spool("busy"), &[&common[..], &["--exec", &hold, "--workers", "2"]].concat());
+        let active = cli.endpoint("ep-dup", &spool("dup-1"), &common);
+        wait_status(&spool("dup-1"), "consuming", 0, &active);
+        let standby = cli.endpoint("ep-dup", &spool("dup-2"), &common);
+        let gone = cli.endpoint("ep-gone", &spool("gone"), &common);
+        wait_status(&spool("busy"), "consuming", HELD, &busy);
+        wait_status(&spool("dup-2"), "standby", 0, &standby);
+        wait_status(&spool("gone"), "consuming", 0, &gone);
+        wait_status(&spool("dup-1"), "consuming", 0, &active);
+        Self { busy, active, standby, gone, gate }
     }
 
-    /// Stops reporting at once (the endpoint died).
-    pub fn kill(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+    /// Lets `ep-busy`'s held tasks complete.
+    pub fn release(&self) {
+        std::fs::write(&self.gate, b"").unwrap();
+    }
+
+    /// Closes the gate again: tasks `ep-busy` starts from now on are held.
+    pub fn hold(&self) {
+        let _ = std::fs::remove_file(&self.gate);
+    }
+
+    /// SIGKILL for `ep-gone`: no last word. Returns when it died.
+    pub fn kill_gone(&mut self) -> Instant {
+        self.gone.kill();
+        Instant::now()
+    }
+
+    /// Opens the gate and stops every process with SIGTERM.
+    pub fn stop(mut self) {
+        self.release();
+        for p in [&mut self.busy, &mut self.standby, &mut self.active, &mut self.gone] {
+            if p.alive() {
+                p.terminate(Duration::from_secs(10));
+            }
         }
     }
 }
 
-impl Drop for ReportingEndpoint {
+/// A real endpoint (amqprs, LMDB) of the library on a runtime of its own,
+/// reporting every [`INTERVAL_SECS`]; [`RealEndpoint::kill`] drops the
+/// runtime, so it stops without a last word, as SIGKILL would.
+pub struct RealEndpoint {
+    rt: Option<tokio::runtime::Runtime>,
+    _endpoint: tasklane_io::endpoint::Endpoint,
+}
+
+impl RealEndpoint {
+    pub fn start(url: &str, id: &str, spool: &Path) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let cfg = tasklane_io::endpoint::EndpointConfig::new(url, id, spool)
+            .unwrap()
+            .heartbeat(5)
+            .report_interval(Duration::from_secs(INTERVAL_SECS));
+        let endpoint = rt.block_on(tasklane_io::endpoint::Endpoint::open(cfg)).unwrap();
+        Self { rt: Some(rt), _endpoint: endpoint }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Drop for RealEndpoint {
     fn drop(&mut self) {
         self.kill();
     }

@@ -54,12 +54,15 @@ fn ago(ms: u64) -> String {
     }
 }
 
-/// The fleet as lines: a header, then one line per endpoint.
+/// The fleet as lines: a header, then one line per endpoint process (an
+/// endpoint id running twice, active and standby, has two; `pid` tells
+/// them apart).
 fn table(members: &[FleetMember]) -> Vec<String> {
     if members.is_empty() {
         return vec!["no endpoint has reported yet".into()];
     }
-    let mut rows = vec![["endpoint", "state", "node", "inbox", "outbox", "completed", "last seen"].map(String::from)];
+    let mut rows =
+        vec![["endpoint", "state", "node", "pid", "inbox", "outbox", "completed", "last seen"].map(String::from)];
     for m in members {
         let r = m.report();
         let mut seen = ago(m.seen_ago_ms());
@@ -72,13 +75,14 @@ fn table(members: &[FleetMember]) -> Vec<String> {
             m.endpoint().to_string(),
             m.state().to_string(),
             r.node.clone().unwrap_or_else(|| "-".into()),
+            r.pid.to_string(),
             r.spool.inbox.to_string(),
             r.spool.outbox.to_string(),
             r.counter("completed").to_string(),
             seen,
         ]);
     }
-    let widths: Vec<usize> = (0..7).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..8).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
     rows.iter()
         .map(|r| {
             let cells: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
@@ -173,8 +177,10 @@ mod tests {
         a.node = Some("127.0.0.1:5672".into());
         a.spool.inbox = 3;
         a.counters.insert("completed".into(), 117);
+        a.pid = 4711;
         let mut b = StatusReport::new(&EndpointId::new("ep-b").unwrap(), EndpointState::Standby);
         b.interval_secs = 1;
+        b.pid = 815;
         let now = 1_000_000;
         a.sent_at_ms = now - 400;
         b.sent_at_ms = now - 5_000;
@@ -184,11 +190,11 @@ mod tests {
         ];
         let lines = table(&members);
         assert_eq!(lines.len(), 3);
-        assert_eq!(lines[0], "endpoint  state      node            inbox  outbox  completed  last seen");
-        assert_eq!(lines[1], "ep-a      consuming  127.0.0.1:5672  3      0       117        0.4 s ago");
+        assert_eq!(lines[0], "endpoint  state      node            pid   inbox  outbox  completed  last seen");
+        assert_eq!(lines[1], "ep-a      consuming  127.0.0.1:5672  4711  3      0       117        0.4 s ago");
         assert_eq!(
             lines[2],
-            "ep-b      stale      -               0      0       0          5.0 s ago (last said standby)"
+            "ep-b      stale      -               815   0      0       0          5.0 s ago (last said standby)"
         );
     }
 }

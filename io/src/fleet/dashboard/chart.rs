@@ -53,8 +53,11 @@ pub fn throughput(bins: &[f64], window_secs: u64) -> Markup {
     }
 }
 
-/// One row per endpoint: its inbox and outbox as bars on a common scale.
+/// One row per endpoint process: its inbox and outbox as bars on a common
+/// scale, labelled with the endpoint id (and the pid, where an id runs
+/// twice).
 pub fn spool_depths(members: &[FleetMember]) -> Markup {
+    let twice = |m: &FleetMember| members.iter().filter(|o| o.endpoint() == m.endpoint()).count() > 1;
     let max = members.iter().map(|m| m.report().spool.inbox.max(m.report().spool.outbox)).max().unwrap_or(0).max(1);
     let row_h = 22.0;
     let height = row_h * members.len() as f64 + 6.0;
@@ -68,7 +71,9 @@ pub fn spool_depths(members: &[FleetMember]) -> Markup {
                 @let spool = &m.report().spool;
                 @let inbox_w = bar_max * spool.inbox as f64 / max as f64;
                 @let outbox_w = bar_max * spool.outbox as f64 / max as f64;
-                text x=(0) y=(y + 14.0) class="label" { (m.endpoint()) }
+                text x=(0) y=(y + 14.0) class="label" {
+                    (m.endpoint()) @if twice(m) { " (pid " (m.report().pid) ")" }
+                }
                 rect class="inbox" x=(label_w) y=(y + 3.0) width=(format!("{inbox_w:.1}")) height=(8) {
                     title { "inbox " (spool.inbox) }
                 }

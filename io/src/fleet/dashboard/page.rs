@@ -69,7 +69,10 @@ pub fn render(s: &Snapshot) -> Markup {
             body {
                 h1 { "tasklane fleet" }
                 p.muted {
-                    (s.members.len()) " endpoints · " (clock(s.now_ms)) " · reloads every " (s.refresh_secs) " s · "
+                    @let ids = s.members.iter().map(FleetMember::endpoint).collect::<std::collections::BTreeSet<_>>().len();
+                    (ids) " endpoints"
+                    @if ids != s.members.len() { " (" (s.members.len()) " processes)" }
+                    " · " (clock(s.now_ms)) " · reloads every " (s.refresh_secs) " s · "
                     @match &s.link {
                         Ok(node) => span id="link" { "draining tasklane.status on " (node) },
                         Err(why) => span id="link" class="link-down" { "not draining tasklane.status: " (why) },
@@ -101,7 +104,8 @@ fn fleet_table(members: &[FleetMember]) -> Markup {
                 @for m in members {
                     @let r = m.report();
                     @let shown = m.state();
-                    tr id=(format!("endpoint-{}", m.endpoint())) data-state=(shown.as_str()) {
+                    tr id=(format!("endpoint-{}-{}-{}", m.endpoint(), r.host, r.pid)) data-endpoint=(m.endpoint())
+                        data-state=(shown.as_str()) {
                         td { (m.endpoint()) }
                         td { span class=(format!("state state-{shown}")) { (shown) } }
                         td {

@@ -1,5 +1,6 @@
-//! The fleet in the store: each endpoint's last status report and when
-//! the service saw it, throughput samples of the last minutes, and a short
+//! The fleet in the store: the last status report of each endpoint
+//! process (an endpoint id may run twice: an active process and a standby,
+//! SPEC §4 "Failover") and when the service saw it, throughput samples of the last minutes, and a short
 //! log of what the service dead-lettered. Written by
 //! [`crate::fleet::Fleet`] as it drains `tasklane.status`, read by
 //! `tasklane fleet` and the dashboard.
@@ -17,7 +18,7 @@ const MAX_SAMPLES: u64 = 200_000;
 /// How many dead letters the log keeps.
 pub const DEAD_LOG_LEN: u64 = 200;
 
-/// An endpoint's last report, and when the service received it.
+/// An endpoint process's last report, and when the service received it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FleetRecord {
     /// The report.
@@ -63,28 +64,62 @@ fn sample_key(sent_at_ms: u64, endpoint: &str) -> Vec<u8> {
     k
 }
 
+/// The key of a process's record: endpoint id, host and pid, so that two
+/// processes of one endpoint id keep a record each, ordered by endpoint.
+/// (Stores written before keyed by the endpoint id alone; such a record is
+/// one more process of its endpoint and goes as [`is_superseded`] says.)
+fn process_key(r: &StatusReport) -> Vec<u8> {
+    let mut k = r.endpoint.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(r.host.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&r.pid.to_be_bytes());
+    k
+}
+
+/// Whether `new`, a report of the process that sent `kept`, is an older
+/// one (redelivered, or overtaken in the queue): a lower `seq`, sent
+/// earlier. A lower `seq` sent later is a new process that got the old
+/// one's pid (a container's pid 1 under a fixed host name).
+fn is_older(kept: &StatusReport, new: &StatusReport) -> bool {
+    new.seq < kept.seq && new.sent_at_ms <= kept.sent_at_ms
+}
+
+/// Whether `old`, a record of the same endpoint as a report of a live
+/// process just recorded, is no longer worth keeping at `now_ms`: it said
+/// `closed`, or it went stale (the process died or was replaced). The
+/// fleet view shows the live process instead.
+fn is_superseded(old: &FleetRecord, now_ms: u64) -> bool {
+    let member = crate::fleet::FleetMember { record: old.clone(), now_ms };
+    old.report.state == crate::fleet::EndpointState::Closed || member.is_stale()
+}
+
 impl TaskStore {
-    /// Records reports with the time each was received, in one transaction.
-    /// A report older than the one kept (same process, lower `seq`) is
-    /// dropped from the fleet table but still counts as a sample.
+    /// Records reports with the time each was received, in one transaction,
+    /// one record per endpoint process. A report older than the one kept
+    /// ([`is_older`]) is dropped from the fleet table but still counts as a
+    /// sample. A report of a live process removes the records of other
+    /// processes of its endpoint that [`is_superseded`] (a restarted
+    /// endpoint leaves no stale ghost behind).
     pub fn record_reports(&self, reports: &[FleetRecord]) -> Result<(), StoreError> {
         if reports.is_empty() {
             return Ok(());
         }
+        let now = now_ms();
         let mut wtxn = self.env.write_txn()?;
         for record in reports {
             let r = &record.report;
-            let key = r.endpoint.as_bytes();
-            let newer = match self.fleet.get(&wtxn, key)? {
-                Some(old) => {
-                    let old = decode_fleet(key, old)?;
-                    !(old.report.pid == r.pid && old.report.host == r.host && old.report.seq > r.seq)
-                }
+            let key = process_key(r);
+            let newer = match self.fleet.get(&wtxn, &key)? {
+                Some(old) => !is_older(&decode_fleet(&key, old)?.report, r),
                 None => true,
             };
             if newer {
                 let json = serde_json::to_vec(record).expect("a record serializes");
-                self.fleet.put(&mut wtxn, key, &json)?;
+                self.fleet.put(&mut wtxn, &key, &json)?;
+                if !is_superseded(record, now) {
+                    self.drop_superseded(&mut wtxn, &r.endpoint, &key, now)?;
+                }
             }
             let mut v = r.counter("completed").to_be_bytes().to_vec();
             v.extend_from_slice(&r.pid.to_be_bytes());
@@ -92,6 +127,23 @@ impl TaskStore {
         }
         self.trim_samples(&mut wtxn)?;
         wtxn.commit()?;
+        Ok(())
+    }
+
+    /// Deletes the records of `endpoint` other than `keep` that
+    /// [`is_superseded`] at `now`.
+    fn drop_superseded(&self, wtxn: &mut RwTxn, endpoint: &str, keep: &[u8], now: u64) -> Result<(), StoreError> {
+        let mut gone = Vec::new();
+        for entry in self.fleet.iter(wtxn)? {
+            let (k, v) = entry?;
+            let record = decode_fleet(k, v)?;
+            if k != keep && record.report.endpoint == endpoint && is_superseded(&record, now) {
+                gone.push(k.to_vec());
+            }
+        }
+        for k in gone {
+            self.fleet.delete(wtxn, &k)?;
+        }
         Ok(())
     }
 
@@ -109,7 +161,8 @@ impl TaskStore {
         Ok(())
     }
 
-    /// Every endpoint's last report, ordered by endpoint id.
+    /// Every endpoint process's last report, ordered by endpoint id (then
+    /// host and pid).
     pub fn fleet(&self) -> Result<Vec<FleetRecord>, StoreError> {
         let rtxn = self.env.read_txn()?;
         let mut out = Vec::new();
@@ -120,12 +173,22 @@ impl TaskStore {
         Ok(out)
     }
 
-    /// Forgets an endpoint's last report (it was retired); `false` if none.
+    /// Forgets the reports of every process of an endpoint (it was
+    /// retired); `false` if there were none.
     pub fn forget_endpoint(&self, endpoint: &str) -> Result<bool, StoreError> {
         let mut wtxn = self.env.write_txn()?;
-        let gone = self.fleet.delete(&mut wtxn, endpoint.as_bytes())?;
+        let mut gone = Vec::new();
+        for entry in self.fleet.iter(&wtxn)? {
+            let (k, v) = entry?;
+            if decode_fleet(k, v)?.report.endpoint == endpoint {
+                gone.push(k.to_vec());
+            }
+        }
+        for k in &gone {
+            self.fleet.delete(&mut wtxn, k)?;
+        }
         wtxn.commit()?;
-        Ok(gone)
+        Ok(!gone.is_empty())
     }
 
     /// Throughput samples sent at or after `since_ms`, oldest first.
