@@ -120,6 +120,7 @@ pub mod codec;
 mod config;
 mod counters;
 mod error;
+mod idmap;
 mod ids;
 mod input;
 mod lane;

@@ -108,7 +108,7 @@ impl Lane {
             shutdown_reported: false,
             inbox: Inbox::new(&cfg, &snapshot),
             intake: Intake::default(),
-            outbox: Outbox::new(&snapshot),
+            outbox: Outbox::new(&cfg, &snapshot),
             reports: Reports::default(),
             now,
             cfg,

@@ -10,7 +10,9 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::backoff;
+use crate::config::Config;
 use crate::error::UsageError;
+use crate::idmap::{id_hasher, IdMap};
 use crate::ids::{ChannelId, OutboxSeq, PublishTag, TaskId, WriteSeq};
 use crate::message::{encode_result, ResultStatus, TaskResult};
 use crate::output::{Amqp, Event, Output};
@@ -42,7 +44,8 @@ struct Entry {
 #[derive(Debug)]
 pub(super) struct Outbox {
     entries: BTreeMap<OutboxSeq, Entry>,
-    by_task: BTreeMap<TaskId, OutboxSeq>,
+    /// Looked up by id, never iterated (its order reaches no output).
+    by_task: IdMap<OutboxSeq>,
     committing: VecDeque<(WriteSeq, OutboxSeq)>,
     ready: BTreeSet<OutboxSeq>,
     delayed: BTreeSet<(Instant, OutboxSeq)>,
@@ -58,10 +61,10 @@ pub(super) struct Outbox {
 }
 
 impl Outbox {
-    pub(super) fn new(snap: &SpoolSnapshot) -> Self {
+    pub(super) fn new(cfg: &Config, snap: &SpoolSnapshot) -> Self {
         let mut outbox = Self {
             entries: BTreeMap::new(),
-            by_task: BTreeMap::new(),
+            by_task: IdMap::with_hasher(id_hasher(cfg.seed)),
             committing: VecDeque::new(),
             ready: BTreeSet::new(),
             delayed: BTreeSet::new(),
