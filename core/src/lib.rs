@@ -113,6 +113,7 @@
 
 #![warn(missing_docs)]
 
+mod addresses;
 #[cfg(any(test, feature = "audit"))]
 pub mod audit;
 mod backoff;
