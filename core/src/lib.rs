@@ -113,6 +113,7 @@
 
 #![warn(missing_docs)]
 
+mod addresses;
 #[cfg(any(test, feature = "audit"))]
 pub mod audit;
 mod backoff;
@@ -120,6 +121,7 @@ pub mod codec;
 mod config;
 mod counters;
 mod error;
+mod idmap;
 mod ids;
 mod input;
 mod lane;

@@ -22,57 +22,40 @@
 
 use std::time::Duration;
 
+use crate::addresses::Rounds;
 use crate::backoff;
 use crate::config::{BackoffConfig, Failover};
 use crate::rng::SplitMix64;
 
-/// Connection attempts over a list of broker addresses, named by index.
+/// Connection attempts over a list of broker addresses, named by index:
+/// the lane's [`Rounds`] plus the backoff a lane keeps in its session.
 #[derive(Clone, Debug)]
 pub struct BrokerRounds {
-    failover: Failover,
+    rounds: Rounds,
     backoff: BackoffConfig,
     rng: SplitMix64,
-    /// This round's order of address indexes.
-    order: Vec<usize>,
-    /// Position in `order` of the address the next attempt goes to.
-    next: usize,
-    /// Attempts that failed since the last healthy connection.
-    failed: usize,
     /// Full rounds that failed in a row: the backoff's exponent.
     rounds_failed: u32,
-    /// The address of the latest attempt.
-    current: Option<usize>,
 }
 
 impl BrokerRounds {
     /// Rounds over `addresses` addresses (at least one is assumed), in the
     /// order `failover` says; `seed` draws the shuffles and the jitter.
     pub fn new(addresses: usize, failover: Failover, backoff: BackoffConfig, seed: u64) -> Self {
-        let mut rounds = Self {
-            failover,
-            backoff,
-            rng: SplitMix64::new(seed),
-            order: (0..addresses.max(1)).collect(),
-            next: 0,
-            failed: 0,
-            rounds_failed: 0,
-            current: None,
-        };
-        rounds.shuffle();
-        rounds
+        let mut rng = SplitMix64::new(seed);
+        let rounds = Rounds::new(addresses, failover, &mut rng);
+        Self { rounds, backoff, rng, rounds_failed: 0 }
     }
 
     /// The address for a new attempt.
     #[must_use]
     pub fn pick(&mut self) -> usize {
-        let address = self.order[self.next % self.order.len()];
-        self.current = Some(address);
-        address
+        self.rounds.pick()
     }
 
     /// The address of the latest attempt, if any was made.
     pub fn current(&self) -> Option<usize> {
-        self.current
+        self.rounds.current()
     }
 
     /// The latest attempt failed, or its connection was lost. Returns how
@@ -80,14 +63,9 @@ impl BrokerRounds {
     /// addresses left, a backoff once every address has failed in a row.
     #[must_use]
     pub fn failed(&mut self) -> Duration {
-        self.failed += 1;
-        self.next += 1;
-        if self.failed < self.order.len() {
+        if !self.rounds.failed(&mut self.rng) {
             return Duration::ZERO;
         }
-        self.failed = 0;
-        self.next = 0;
-        self.shuffle();
         let delay = backoff::delay(self.backoff, self.rounds_failed, &mut self.rng);
         self.rounds_failed = self.rounds_failed.saturating_add(1);
         delay
@@ -97,19 +75,8 @@ impl BrokerRounds {
     /// later loss starts a new round from the next address, with the
     /// backoff back at its start.
     pub fn healthy(&mut self) {
-        self.failed = 0;
+        self.rounds.healthy();
         self.rounds_failed = 0;
-    }
-
-    fn shuffle(&mut self) {
-        if self.failover != Failover::Shuffle {
-            return;
-        }
-        // Fisher-Yates, drawn from the seeded generator.
-        for i in (1..self.order.len()).rev() {
-            let j = self.rng.below_or_eq(i as u64) as usize;
-            self.order.swap(i, j);
-        }
     }
 }
 

@@ -2,27 +2,47 @@
 //! endpoint (completed tasks) and the service (accepted results); both
 //! persist it, so each insert says which id left the window.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 
+use crate::idmap::{id_hasher, IdSet};
 use crate::ids::TaskId;
 
 /// The last `capacity` distinct ids inserted.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct DedupWindow {
     order: VecDeque<TaskId>,
-    set: BTreeSet<TaskId>,
+    /// Membership only: never iterated, so its order reaches no output.
+    set: IdSet,
     capacity: usize,
 }
 
+impl Default for DedupWindow {
+    fn default() -> Self {
+        Self::new(0)
+    }
+}
+
 impl DedupWindow {
-    /// An empty window of `capacity` ids.
+    /// An empty window of `capacity` ids, its hash keyed by a fixed seed.
     pub fn new(capacity: usize) -> Self {
-        Self { order: VecDeque::new(), set: BTreeSet::new(), capacity }
+        Self::keyed(capacity, 0)
+    }
+
+    /// An empty window of `capacity` ids whose hash is keyed by `seed`
+    /// (ids come from clients: a seed they do not know keeps them from
+    /// aiming collisions at it).
+    pub fn keyed(capacity: usize, seed: u64) -> Self {
+        Self { order: VecDeque::new(), set: IdSet::with_hasher(id_hasher(seed)), capacity }
     }
 
     /// A window holding `ids` (oldest first), trimmed to `capacity`.
     pub fn restore(capacity: usize, ids: impl IntoIterator<Item = TaskId>) -> Self {
-        let mut w = Self::new(capacity);
+        Self::restore_keyed(capacity, 0, ids)
+    }
+
+    /// [`DedupWindow::restore`] with the hash keyed by `seed`.
+    pub fn restore_keyed(capacity: usize, seed: u64, ids: impl IntoIterator<Item = TaskId>) -> Self {
+        let mut w = Self::keyed(capacity, seed);
         for id in ids {
             w.insert(id);
         }
@@ -41,10 +61,9 @@ impl DedupWindow {
         if self.capacity == 0 {
             return Some(id);
         }
-        if self.set.contains(&id) {
+        if !self.set.insert(id.clone()) {
             return None;
         }
-        self.set.insert(id.clone());
         self.order.push_back(id);
         if self.order.len() > self.capacity {
             let old = self.order.pop_front().expect("over capacity, so not empty");

@@ -1,9 +1,10 @@
 //! Core's view of the spool: which tasks the inbox holds and in what state,
 //! the completed-id window, and how full the spool is (inbox plus outbox).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use crate::config::Config;
+use crate::idmap::{id_hasher, IdMap};
 use crate::ids::{TaskId, WriteSeq};
 use crate::message::Task;
 use crate::spool::SpoolSnapshot;
@@ -34,7 +35,8 @@ pub(super) enum Known {
 
 #[derive(Debug)]
 pub(super) struct Inbox {
-    tasks: BTreeMap<TaskId, Entry>,
+    /// Looked up by id, never iterated (its order reaches no output).
+    tasks: IdMap<Entry>,
     /// Inserted tasks waiting for their commit before hand-off, in order.
     awaiting_commit: VecDeque<(WriteSeq, Task)>,
     completed: DedupWindow,
@@ -49,9 +51,9 @@ pub(super) struct Inbox {
 impl Inbox {
     pub(super) fn new(cfg: &Config, snap: &SpoolSnapshot) -> Self {
         let mut inbox = Self {
-            tasks: BTreeMap::new(),
+            tasks: IdMap::with_hasher(id_hasher(cfg.seed)),
             awaiting_commit: VecDeque::new(),
-            completed: DedupWindow::restore(cfg.completed_window, snap.completed.iter().cloned()),
+            completed: DedupWindow::restore_keyed(cfg.completed_window, cfg.seed, snap.completed.iter().cloned()),
             next_arrival: snap.next_arrival(),
             spooled: 0,
             spooled_bytes: 0,

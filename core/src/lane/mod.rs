@@ -2,13 +2,12 @@
 //! failover, as one sans-IO state machine.
 //!
 //! The work is split by concept: [`session`] owns the connection and its two
-//! channels (failover, backoff, timeouts) and [`addresses`] the choice of
+//! channels (failover, backoff, timeouts) and [`crate::addresses`] the choice of
 //! broker node, [`consumer`] the consuming channel (standby, refusal,
 //! cancel), [`intake`] the deliveries (dedup, rejection, backpressure, group
 //! acks, hand-off), [`outbox`] the results (completion, publishing,
 //! confirms, retries), [`shutdown`] the bounded drain.
 
-mod addresses;
 mod consumer;
 mod inbox;
 mod intake;
@@ -31,7 +30,7 @@ use crate::rng::SplitMix64;
 use crate::spool::{SpoolOp, SpoolSnapshot, SpoolWrite};
 use crate::WriteSeq;
 
-use addresses::Rounds;
+use crate::addresses::Rounds;
 use inbox::Inbox;
 use intake::Intake;
 use outbox::Outbox;
@@ -108,7 +107,7 @@ impl Lane {
             shutdown_reported: false,
             inbox: Inbox::new(&cfg, &snapshot),
             intake: Intake::default(),
-            outbox: Outbox::new(&snapshot),
+            outbox: Outbox::new(&cfg, &snapshot),
             reports: Reports::default(),
             now,
             cfg,

@@ -10,7 +10,9 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::backoff;
+use crate::config::Config;
 use crate::error::UsageError;
+use crate::idmap::{id_hasher, IdMap};
 use crate::ids::{ChannelId, OutboxSeq, PublishTag, TaskId, WriteSeq};
 use crate::message::{encode_result, ResultStatus, TaskResult};
 use crate::output::{Amqp, Event, Output};
@@ -42,7 +44,8 @@ struct Entry {
 #[derive(Debug)]
 pub(super) struct Outbox {
     entries: BTreeMap<OutboxSeq, Entry>,
-    by_task: BTreeMap<TaskId, OutboxSeq>,
+    /// Looked up by id, never iterated (its order reaches no output).
+    by_task: IdMap<OutboxSeq>,
     committing: VecDeque<(WriteSeq, OutboxSeq)>,
     ready: BTreeSet<OutboxSeq>,
     delayed: BTreeSet<(Instant, OutboxSeq)>,
@@ -55,13 +58,15 @@ pub(super) struct Outbox {
     /// that left some in flight.
     confirm_wait: Option<Instant>,
     next_seq: u64,
+    /// `E.results`, formatted once rather than per publish.
+    routing_key: String,
 }
 
 impl Outbox {
-    pub(super) fn new(snap: &SpoolSnapshot) -> Self {
+    pub(super) fn new(cfg: &Config, snap: &SpoolSnapshot) -> Self {
         let mut outbox = Self {
             entries: BTreeMap::new(),
-            by_task: BTreeMap::new(),
+            by_task: IdMap::with_hasher(id_hasher(cfg.seed)),
             committing: VecDeque::new(),
             ready: BTreeSet::new(),
             delayed: BTreeSet::new(),
@@ -70,6 +75,7 @@ impl Outbox {
             in_flight: BTreeMap::new(),
             confirm_wait: None,
             next_seq: snap.next_outbox_seq().0,
+            routing_key: cfg.endpoint.result_key(),
         };
         for r in &snap.outbox {
             outbox.by_task.insert(r.result.task.clone(), r.seq);
@@ -193,7 +199,7 @@ impl Lane {
             self.out.push_back(Output::Amqp(Amqp::Publish {
                 tag: PublishTag { channel, seq: tag },
                 exchange: RESULTS_EXCHANGE,
-                routing_key: self.cfg.endpoint.result_key(),
+                routing_key: self.outbox.routing_key.clone(),
                 message,
             }));
             #[cfg(feature = "sabotage")]
@@ -205,19 +211,20 @@ impl Lane {
 
     /// The tags a confirm covers, removed from the in-flight table; `None`
     /// when the broker confirmed a tag never published (protocol violation).
-    fn take_confirmed(&mut self, channel: ChannelId, tag: u64, multiple: bool) -> Option<Vec<(u64, OutboxSeq)>> {
+    fn take_confirmed(&mut self, channel: ChannelId, tag: u64, multiple: bool) -> Option<BTreeMap<u64, OutboxSeq>> {
         if self.outbox.channel != Some(channel) {
-            return Some(Vec::new()); // a channel already given up
+            return Some(BTreeMap::new()); // a channel already given up
         }
         if tag > self.outbox.last_tag || tag == 0 {
             return None;
         }
-        let covered: Vec<u64> = if multiple {
-            self.outbox.in_flight.range(..=tag).map(|(&t, _)| t).collect()
-        } else {
-            self.outbox.in_flight.contains_key(&tag).then_some(tag).into_iter().collect()
-        };
-        Some(covered.into_iter().filter_map(|t| self.outbox.in_flight.remove(&t).map(|s| (t, s))).collect())
+        if multiple {
+            // One split instead of a removal per tag: a `multiple` confirm
+            // often covers hundreds of publishes.
+            let rest = tag.checked_add(1).map(|next| self.outbox.in_flight.split_off(&next)).unwrap_or_default();
+            return Some(std::mem::replace(&mut self.outbox.in_flight, rest));
+        }
+        Some(self.outbox.in_flight.remove(&tag).map(|seq| BTreeMap::from([(tag, seq)])).unwrap_or_default())
     }
 
     /// A confirm (ack or nack) arrived at `now` for some of what is in

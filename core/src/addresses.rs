@@ -4,14 +4,16 @@
 //! while its session works.
 //!
 //! The shell holds the addresses (URLs with their credentials and vhosts);
-//! core names them by index, so the policy lives here once for every shell.
+//! core names them by index, so the policy lives here once for every shell:
+//! the lane's sessions and the service side's [`crate::BrokerRounds`] both
+//! go through [`Rounds`].
 
 use crate::config::Failover;
 use crate::rng::SplitMix64;
 
 /// The current round of connection attempts over the shell's addresses.
-#[derive(Debug)]
-pub(super) struct Rounds {
+#[derive(Clone, Debug)]
+pub(crate) struct Rounds {
     failover: Failover,
     /// This round's order of address indexes.
     order: Vec<usize>,
@@ -24,28 +26,28 @@ pub(super) struct Rounds {
 }
 
 impl Rounds {
-    pub(super) fn new(addresses: usize, failover: Failover, rng: &mut SplitMix64) -> Self {
+    pub(crate) fn new(addresses: usize, failover: Failover, rng: &mut SplitMix64) -> Self {
         let mut rounds = Self { failover, order: (0..addresses.max(1)).collect(), next: 0, failed: 0, current: None };
         rounds.shuffle(rng);
         rounds
     }
 
     /// The address for a new attempt.
-    pub(super) fn pick(&mut self) -> usize {
+    pub(crate) fn pick(&mut self) -> usize {
         let address = self.order[self.next % self.order.len()];
         self.current = Some(address);
         address
     }
 
     /// The address of the latest attempt, if any was made.
-    pub(super) fn current(&self) -> Option<usize> {
+    pub(crate) fn current(&self) -> Option<usize> {
         self.current
     }
 
     /// The latest attempt failed or its session was lost: the next attempt
     /// goes to the next address. True when every address has failed since
     /// the last healthy session: time to back off and start a new round.
-    pub(super) fn failed(&mut self, rng: &mut SplitMix64) -> bool {
+    pub(crate) fn failed(&mut self, rng: &mut SplitMix64) -> bool {
         self.failed += 1;
         self.next += 1;
         if self.failed < self.order.len() {
@@ -59,7 +61,7 @@ impl Rounds {
 
     /// The session on the current address works: a later loss starts a
     /// new round from the next address, with no backoff owed.
-    pub(super) fn healthy(&mut self) {
+    pub(crate) fn healthy(&mut self) {
         self.failed = 0;
     }
 
