@@ -45,6 +45,8 @@ pub enum Record {
     Handoff { life: u64, task: TaskId, recovered: bool },
     /// The lane's status changed.
     Status { life: u64, status: String },
+    /// Intake started waiting for the spool (why), or stopped (`None`).
+    SpoolFull { life: u64, reason: Option<String> },
     /// The auditor found a lane invariant broken.
     Violation { life: u64, invariant: &'static str, detail: String },
 }

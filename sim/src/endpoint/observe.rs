@@ -31,6 +31,12 @@ impl SimObserver {
                 Output::Event(Event::Status(s)) => {
                     self.ep.record(Record::Status { life: self.life, status: status_text(s) })
                 }
+                Output::Event(Event::SpoolFull { reason }) => {
+                    self.ep.record(Record::SpoolFull { life: self.life, reason: Some(reason.clone()) })
+                }
+                Output::Event(Event::SpoolRecovered) => {
+                    self.ep.record(Record::SpoolFull { life: self.life, reason: None })
+                }
                 _ => {}
             }
         }
