@@ -228,8 +228,8 @@ async fn a_memory_alarm_without_connection_blocked_turns_the_endpoint_blocked_un
     }
     wait_counters(&endpoint, Duration::from_secs(10), |c| c.confirmed == BEFORE_ALARM as u64).await;
 
-    node.ctl(&["set_vm_memory_high_watermark", "0"]);
     let raised = Instant::now();
+    node.ctl(&["set_vm_memory_high_watermark", "0"]);
     while !node.memory_alarm() {
         assert!(raised.elapsed() < Duration::from_secs(20), "no memory alarm 20 s after the watermark went to 0");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -242,7 +242,8 @@ async fn a_memory_alarm_without_connection_blocked_turns_the_endpoint_blocked_un
     for t in &tasks[BEFORE_ALARM..] {
         endpoint.complete(&t.id, ResultStatus::Ok, format!("done {}", t.id)).await.unwrap();
     }
-    let blocked = wait_status(endpoint.status(), Duration::from_secs(20), |s| matches!(s, Status::Blocked { .. })).await;
+    let blocked =
+        wait_status(endpoint.status(), Duration::from_secs(20), |s| matches!(s, Status::Blocked { .. })).await;
     let to_blocked = publishing.elapsed();
     let Status::Blocked { reason } = &blocked else { unreachable!() };
     assert!(reason.starts_with(&format!("no publish confirm for {} s", CONFIRM_STALL.as_secs())), "{reason}");
@@ -253,8 +254,8 @@ async fn a_memory_alarm_without_connection_blocked_turns_the_endpoint_blocked_un
     let c = endpoint.counters();
     assert_eq!((c.confirmed, c.disconnects, c.connections), (BEFORE_ALARM as u64, 0, 1), "{c:?}");
 
+    let lifted = Instant::now(); // the command returns once the alarm has cleared
     node.ctl(&["set_vm_memory_high_watermark", "0.4"]);
-    let lifted = Instant::now();
     wait_status(endpoint.status(), Duration::from_secs(30), |s| *s == Status::Consuming).await;
     let to_consuming = lifted.elapsed();
     wait_counters(&endpoint, Duration::from_secs(20), |c| c.confirmed == TASKS as u64).await;
@@ -269,12 +270,16 @@ async fn a_memory_alarm_without_connection_blocked_turns_the_endpoint_blocked_un
         *seen.entry(id).or_default() += 1;
     }
     let want: Vec<String> = tasks.iter().map(|t| t.id.to_string()).collect();
-    assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), { let mut w = want.clone(); w.sort(); w });
+    assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), {
+        let mut w = want.clone();
+        w.sort();
+        w
+    });
     assert!(seen.values().all(|&n| n == 1), "a result arrived more than once: {seen:?}");
     println!(
         "memory alarm on {}: in effect {:.1} s after the watermark went to 0; {} results published into it, \
-         Blocked ({reason:?}) after {:.1} s; the alarm lifted: Consuming after {:.1} s, all {TASKS} confirmed after \
-         {:.1} s, each result once, the one connection kept",
+         Blocked ({reason:?}) after {:.1} s; the watermark back to 0.4: Consuming after {:.1} s, all {TASKS} \
+         confirmed after {:.1} s, each result once, the one connection kept",
         node.name,
         alarm_after.as_secs_f64(),
         TASKS - BEFORE_ALARM,

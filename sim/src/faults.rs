@@ -190,13 +190,19 @@ impl FaultDriver {
             if let Some(i) = self.pick_disk(endpoints, false) {
                 // Down to below the floor; now and then to less than a
                 // write needs.
-                let leave = if self.rng.chance(0.3) { self.rng.range(0, 200) } else { self.rng.range(0, DISK_FLOOR * 2) };
+                let leave =
+                    if self.rng.chance(0.3) { self.rng.range(0, 200) } else { self.rng.range(0, DISK_FLOOR * 2) };
                 let (h, spool) = &self.disks[i];
                 let ballast = spool.fill_disk(leave);
                 let h = h.clone();
                 self.counts.disk_fulls += 1;
                 let d = self.rng.range(100, 3000);
-                self.later(now, d, Undo::FreeDisk(i), format!("fill {h}'s disk ({ballast} bytes, {leave} left) for {d}ms"));
+                self.later(
+                    now,
+                    d,
+                    Undo::FreeDisk(i),
+                    format!("fill {h}'s disk ({ballast} bytes, {leave} left) for {d}ms"),
+                );
                 self.filled.insert(i);
             }
         }
@@ -213,9 +219,8 @@ impl FaultDriver {
     /// stalled (`stall`) or whose disk is not already filled.
     fn pick_disk(&mut self, endpoints: &[String], stall: bool) -> Option<usize> {
         let busy = if stall { &self.stalled } else { &self.filled };
-        let free: Vec<usize> = (0..self.disks.len())
-            .filter(|i| !busy.contains(i) && endpoints.contains(&self.disks[*i].0))
-            .collect();
+        let free: Vec<usize> =
+            (0..self.disks.len()).filter(|i| !busy.contains(i) && endpoints.contains(&self.disks[*i].0)).collect();
         if free.is_empty() {
             return None;
         }

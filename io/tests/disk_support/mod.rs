@@ -59,4 +59,3 @@ pub fn ballast(dir: &Path, leave: u64) -> PathBuf {
     f.set_len(written.saturating_sub(leave)).unwrap();
     path
 }
-
