@@ -9,7 +9,9 @@
 //! once. The issue's measurement on the old code: 6 of 2,000 answered in
 //! 150 s, and SIGTERM then took over a minute; so the test ends with a
 //! shutdown on a filesystem filled to the last byte, with tasks held in
-//! memory, which must end within the grace and give those tasks back.
+//! memory, which must end within the grace and give those tasks back; a
+//! second test shuts down while the spool writer is stalled (LMDB failing
+//! its commits and retrying), which must end within the grace too.
 
 mod disk_support;
 mod endpoint_support;
@@ -19,9 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use disk_support::{ballast, Tmpfs};
-use endpoint_support::{header, open, task_message, Topology};
+use endpoint_support::{header, open, task_message, wait_status, Topology};
 use tasklane_core::{RawMessage, ResultStatus, Status};
 use tasklane_io::metrics::StatusReport;
+use tasklane_io::spool::SpoolOptions;
 
 const TASKS: usize = 2000;
 const BODY: usize = 64 << 10;
@@ -245,6 +248,69 @@ async fn a_full_disk_pauses_intake_and_every_task_is_answered_once() {
             topo.tasks
         );
         drop(fs);
+    })
+    .await;
+}
+
+/// The issue's SIGTERM case, with the spool writer stalled: the LMDB map
+/// at its limit (8 MiB, below what core lets in) so that commits fail and
+/// the writer retries. (On a full filesystem core stops issuing writes
+/// before LMDB fails, as the test above shows, so the stall is made here.)
+/// A shutdown then still ends within the grace, and what was not committed
+/// was never acked, so the broker has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_while_the_spool_writer_is_stalled_ends_within_the_grace() {
+    Topology::run(|topo| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = topo.config(&topo.url, dir.path()).prefetch(256).shutdown_grace(GRACE);
+        cfg.spool = SpoolOptions { map_size: 8 << 20, max_map_size: 8 << 20 };
+        let endpoint = open(cfg).await;
+        wait_status(endpoint.status(), Duration::from_secs(20), |s| *s == Status::Consuming).await;
+        const N: usize = 200; // 12.5 MiB
+        let msgs: Vec<RawMessage> = (0..N).map(big_task).collect();
+        topo.publish(&msgs).await;
+        let waited = Instant::now();
+        let stalled = loop {
+            if let Some(full) = endpoint.spool_full().filter(|r| r.starts_with("spool cannot commit")) {
+                break full;
+            }
+            assert!(
+                waited.elapsed() < Duration::from_secs(20),
+                "no stall: spool full {:?}, counters {:?}",
+                endpoint.spool_full(),
+                endpoint.counters()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let line = StatusReport::of(&endpoint).status_line();
+        assert!(line.contains("; spool full: spool cannot commit: "), "{line}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let acked = endpoint.counters().acked;
+        assert!(acked < N as u64, "acked {acked} of {N} with the map full");
+
+        let stopping = Instant::now();
+        endpoint.shutdown().await;
+        let took = stopping.elapsed();
+        assert!(
+            took < GRACE + Duration::from_secs(1),
+            "shutdown with a stalled writer took {took:?} (grace {GRACE:?})"
+        );
+        let want = N as u32 - acked as u32;
+        let back = Instant::now();
+        while topo.ready(&topo.tasks).await != want {
+            assert!(
+                back.elapsed() < Duration::from_secs(10),
+                "{} of the {want} unacked tasks are back in the queue",
+                topo.ready(&topo.tasks).await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        println!(
+            "stalled writer: {acked} of {N} tasks of 64 KiB committed and acked before the map was full ({stalled}); \
+             shutdown took {:.2} s (grace {} s); the other {want} are back in the queue",
+            took.as_secs_f64(),
+            GRACE.as_secs()
+        );
     })
     .await;
 }
