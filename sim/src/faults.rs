@@ -210,7 +210,8 @@ impl FaultDriver {
             self.broker.set_alarm(true);
             self.alarm = true;
             self.counts.alarms += 1;
-            let d = self.rng.range(200, 4000);
+            // Some outlast the endpoint's blocked timeout (2-6 s).
+            let d = self.rng.range(500, 8000);
             self.later(now, d, Undo::AlarmOff, format!("alarm on {b} for {d}ms"));
         }
     }

@@ -118,8 +118,9 @@ pub struct Report {
     pub trace_hash: u64,
     /// The faults as injected, in order.
     pub fault_log: Vec<String>,
-    /// What the endpoints went through, each once: their statuses and why
-    /// intake waited for the spool (`spool full: ...`), first 60 chars.
+    /// What the endpoints went through, each once: their statuses, why
+    /// intake waited for the spool (`spool full: ...`) and why they dropped
+    /// a connection (`dropped: ...`), first 60 chars.
     pub seen: std::collections::BTreeSet<String>,
 }
 
@@ -330,6 +331,9 @@ pub fn run(opts: &RunOptions) -> Report {
                 _ => continue,
             };
             seen.insert(text.chars().take(60).collect());
+        }
+        for note in ep.notes() {
+            seen.insert(note.chars().take(60).collect());
         }
     }
     let mut trace = TraceHash::new();

@@ -122,7 +122,7 @@ impl Swarm {
         let spool_stall_rate = rate(&mut r, 0.3);
         let disk_full_rate = rate(&mut r, 0.3);
         let alarm_rate = rate(&mut r, 0.2);
-        let blocked_timeout = Duration::from_millis(r.range(2000, 6000));
+        let blocked_timeout = Duration::from_millis(r.range(1500, 4000));
         Swarm {
             tasks,
             malformed,

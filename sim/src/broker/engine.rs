@@ -206,7 +206,8 @@ impl Engine {
     fn park(&mut self, conn: ConnId, m: ClientMethod) -> Option<ClientMethod> {
         let alarm = self.alarm;
         let Some(c) = self.conns.get_mut(&conn) else { return Some(m) };
-        if !c.blocked && !(alarm && c.opened && matches!(m, ClientMethod::Publish { .. })) {
+        let blocks = c.blocked || (alarm && c.opened && matches!(m, ClientMethod::Publish { .. }));
+        if !blocks {
             return Some(m);
         }
         c.blocked = true;
