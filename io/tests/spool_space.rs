@@ -4,9 +4,6 @@
 //! and the free space while it waits, and when space returns it resumes by
 //! itself; every write is there afterwards, in order.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,58 +11,9 @@ use tasklane_core::{SpoolOp, SpoolWrite, StoredTask, Task, TaskId, WriteSeq};
 use tasklane_io::spool::{self, SpoolOptions, SpoolReport};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-const MIB: u64 = 1 << 20;
+mod disk_support;
 
-/// A tmpfs of `size` mounted on a fresh directory, unmounted when dropped.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Tmpfs { dir },
-            Ok(o) => panic!(
-                "this test needs a small real filesystem and cannot mount a tmpfs (root is needed): {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            ),
-            Err(e) => panic!("this test needs a small real filesystem and cannot run mount: {e}"),
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
-    }
-}
-
-/// Fills the filesystem with a file, then gives back `leave` bytes.
-fn ballast(dir: &Path, leave: u64) -> PathBuf {
-    let path = dir.join("ballast");
-    let mut f = std::fs::File::create(&path).unwrap();
-    let chunk = vec![0xAB; MIB as usize];
-    let mut written = 0u64;
-    loop {
-        match f.write(&chunk) {
-            Ok(0) => break,
-            Ok(n) => written += n as u64,
-            Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
-            Err(e) => panic!("ballast: {e}"),
-        }
-    }
-    f.set_len(written.saturating_sub(leave)).unwrap();
-    path
-}
+use disk_support::{ballast, Tmpfs, MIB};
 
 fn insert(n: u64) -> SpoolWrite {
     let task =

@@ -14,7 +14,8 @@ use turmoil::Sim;
 
 use crate::broker::Broker;
 use crate::rng::Rng;
-use crate::swarm::Swarm;
+use crate::spool::DurableSpool;
+use crate::swarm::{Swarm, DISK_FLOOR};
 
 /// How often the driver draws (simulated time).
 const DRAW_EVERY: Duration = Duration::from_millis(50);
@@ -24,6 +25,11 @@ enum Undo {
     Repair(String),
     Release(String),
     Bounce(String),
+    /// The spool of endpoint `i` commits again.
+    Unstall(usize),
+    /// The ballast on endpoint `i`'s disk goes.
+    FreeDisk(usize),
+    AlarmOff,
 }
 
 /// How many faults of each class were injected.
@@ -36,6 +42,9 @@ pub struct FaultCounts {
     pub broker_restarts: u32,
     pub cancels: u32,
     pub duplicates: u32,
+    pub spool_stalls: u32,
+    pub disk_fulls: u32,
+    pub alarms: u32,
 }
 
 impl FaultCounts {
@@ -44,7 +53,7 @@ impl FaultCounts {
     }
 
     /// Per fault class, by the names of [`Swarm::faults`](crate::swarm::Swarm::faults).
-    pub fn by_class(&self) -> [(&'static str, u32); 7] {
+    pub fn by_class(&self) -> [(&'static str, u32); 10] {
         [
             ("partition", self.partitions),
             ("kill", self.kills),
@@ -53,6 +62,9 @@ impl FaultCounts {
             ("broker-restart", self.broker_restarts),
             ("cancel", self.cancels),
             ("duplicate", self.duplicates),
+            ("spool-stall", self.spool_stalls),
+            ("disk-full", self.disk_fulls),
+            ("alarm", self.alarms),
         ]
     }
 }
@@ -67,13 +79,22 @@ pub struct FaultDriver {
     busy_links: BTreeSet<String>,
     /// Hosts crashed and not yet restarted.
     down: BTreeSet<String>,
+    /// Each endpoint's host and spool, for the spool and disk faults.
+    disks: Vec<(String, DurableSpool)>,
+    /// Endpoints whose spool is stalled, or whose disk is filled.
+    stalled: BTreeSet<usize>,
+    filled: BTreeSet<usize>,
+    /// The broker, for the alarm and its undo.
+    broker: Broker,
+    alarm: bool,
     pub counts: FaultCounts,
     /// What was done, in order, for the trace.
     pub log: Vec<String>,
 }
 
 impl FaultDriver {
-    pub fn new(seed: u64, swarm: &Swarm) -> Self {
+    /// `disks`: each endpoint's host name and spool.
+    pub fn new(seed: u64, swarm: &Swarm, broker: &Broker, disks: Vec<(String, DurableSpool)>) -> Self {
         FaultDriver {
             rng: Rng::new(seed).fork(0xFA17),
             swarm: swarm.clone(),
@@ -82,6 +103,11 @@ impl FaultDriver {
             undo_seq: 0,
             busy_links: BTreeSet::new(),
             down: BTreeSet::new(),
+            disks,
+            stalled: BTreeSet::new(),
+            filled: BTreeSet::new(),
+            broker: broker.clone(),
+            alarm: false,
             counts: FaultCounts::default(),
             log: Vec::new(),
         }
@@ -147,6 +173,59 @@ impl FaultDriver {
             self.later(now, d, Undo::Bounce(b.into()), format!("restart {b} after {d}ms"));
             self.down.insert(b.into());
         }
+        // The classes added last draw only when switched on, so that the
+        // faults of a seed without them stay what they were.
+        if self.swarm.spool_stall_rate > 0.0 && self.rng.chance(self.swarm.spool_stall_rate * dt) {
+            if let Some(i) = self.pick_disk(endpoints, true) {
+                let (h, spool) = &self.disks[i];
+                spool.stall("Input/output error (os error 5)");
+                let h = h.clone();
+                self.counts.spool_stalls += 1;
+                let d = self.rng.range(100, 3000);
+                self.later(now, d, Undo::Unstall(i), format!("stall {h}'s spool for {d}ms"));
+                self.stalled.insert(i);
+            }
+        }
+        if self.swarm.disk_full_rate > 0.0 && self.rng.chance(self.swarm.disk_full_rate * dt) {
+            if let Some(i) = self.pick_disk(endpoints, false) {
+                // Down to below the floor; now and then to less than a
+                // write needs.
+                let leave =
+                    if self.rng.chance(0.3) { self.rng.range(0, 200) } else { self.rng.range(0, DISK_FLOOR * 2) };
+                let (h, spool) = &self.disks[i];
+                let ballast = spool.fill_disk(leave);
+                let h = h.clone();
+                self.counts.disk_fulls += 1;
+                let d = self.rng.range(100, 3000);
+                self.later(
+                    now,
+                    d,
+                    Undo::FreeDisk(i),
+                    format!("fill {h}'s disk ({ballast} bytes, {leave} left) for {d}ms"),
+                );
+                self.filled.insert(i);
+            }
+        }
+        if self.swarm.alarm_rate > 0.0 && self.rng.chance(self.swarm.alarm_rate * dt) && !self.alarm {
+            self.broker.set_alarm(true);
+            self.alarm = true;
+            self.counts.alarms += 1;
+            // Some outlast the endpoint's blocked timeout (2-6 s).
+            let d = self.rng.range(500, 8000);
+            self.later(now, d, Undo::AlarmOff, format!("alarm on {b} for {d}ms"));
+        }
+    }
+
+    /// An endpoint (of those registered so far) whose spool is not already
+    /// stalled (`stall`) or whose disk is not already filled.
+    fn pick_disk(&mut self, endpoints: &[String], stall: bool) -> Option<usize> {
+        let busy = if stall { &self.stalled } else { &self.filled };
+        let free: Vec<usize> =
+            (0..self.disks.len()).filter(|i| !busy.contains(i) && endpoints.contains(&self.disks[*i].0)).collect();
+        if free.is_empty() {
+            return None;
+        }
+        Some(free[self.rng.range(0, free.len() as u64 - 1) as usize])
     }
 
     /// Notes that a duplicate endpoint appeared.
@@ -180,6 +259,18 @@ impl FaultDriver {
                 Undo::Bounce(h) => {
                     sim.bounce(h.as_str());
                     self.down.remove(&h);
+                }
+                Undo::Unstall(i) => {
+                    self.disks[i].1.unstall();
+                    self.stalled.remove(&i);
+                }
+                Undo::FreeDisk(i) => {
+                    self.disks[i].1.free_disk();
+                    self.filled.remove(&i);
+                }
+                Undo::AlarmOff => {
+                    self.broker.set_alarm(false);
+                    self.alarm = false;
                 }
             }
         }

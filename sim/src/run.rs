@@ -8,13 +8,13 @@ use tasklane_core::{BackoffConfig, Config, ConsumeMode, EndpointId};
 
 use crate::broker::{Broker, BrokerConfig, QueueKind, QueueSpec, Topology, DEAD, PORT};
 use crate::clock::Clock;
-use crate::endpoint::{EndpointKnobs, SimEndpoint};
+use crate::endpoint::{EndpointKnobs, Record, SimEndpoint};
 use crate::faults::{FaultCounts, FaultDriver};
 use crate::oracle::{pending, Oracle, View, Violation};
 use crate::rng::Rng;
 use crate::sabotage::Sabotage;
 use crate::service::{self, Service, Shape};
-use crate::swarm::{Claim, Swarm, FAULT_PHASE};
+use crate::swarm::{Claim, Swarm, CONFIRM_STALL, DISK_BYTES, DISK_FLOOR, DISK_RESERVE, FAULT_PHASE};
 use crate::trace::TraceHash;
 use crate::wire::session::Dial;
 use crate::worker::{self, Worker};
@@ -118,6 +118,10 @@ pub struct Report {
     pub trace_hash: u64,
     /// The faults as injected, in order.
     pub fault_log: Vec<String>,
+    /// What the endpoints went through, each once: their statuses, why
+    /// intake waited for the spool (`spool full: ...`) and why they dropped
+    /// a connection (`dropped: ...`), first 60 chars.
+    pub seen: std::collections::BTreeSet<String>,
 }
 
 impl Report {
@@ -137,7 +141,7 @@ impl Report {
     /// The summary line.
     pub fn summary(&self) -> String {
         format!(
-            "seed={} faults={} [p{} k{} h{} c{} b{} x{} d{}] tasks={} results={} t={:.1}s trace={:016x} {}",
+            "seed={} faults={} [p{} k{} h{} c{} b{} x{} d{} s{} f{} a{}] tasks={} results={} t={:.1}s trace={:016x} {}",
             self.seed,
             self.faults.total(),
             self.faults.partitions,
@@ -147,6 +151,9 @@ impl Report {
             self.faults.broker_restarts,
             self.faults.cancels,
             self.faults.duplicates,
+            self.faults.spool_stalls,
+            self.faults.disk_fulls,
+            self.faults.alarms,
             self.tasks,
             self.accepted,
             self.sim_time.as_secs_f64(),
@@ -195,6 +202,14 @@ fn endpoint_config(seed: u64, index: u64, swarm: &Swarm, sabotage: Option<Sabota
     cfg.connect_timeout = Duration::from_secs(2);
     cfg.handshake_timeout = Duration::from_secs(5);
     cfg.seed = Rng::new(seed).fork(0xE0 + index).next_u64();
+    if swarm.alarm_rate > 0.0 {
+        cfg.confirm_stall = CONFIRM_STALL;
+        cfg.blocked_timeout = swarm.blocked_timeout;
+    }
+    if swarm.disk_full_rate > 0.0 {
+        cfg.min_free_bytes = DISK_FLOOR;
+        cfg.result_reserve_bytes = DISK_RESERVE;
+    }
     if let Some(s) = sabotage {
         s.apply(&mut cfg)?;
     }
@@ -264,7 +279,13 @@ pub fn run(opts: &RunOptions) -> Report {
 
     let task_queue = format!("{ENDPOINT}.tasks");
     let mut oracle = Oracle::new();
-    let mut faults = FaultDriver::new(seed, &swarm);
+    let disks = endpoints.iter().map(|e| (e.name().to_owned(), e.spool().clone())).collect();
+    if swarm.disk_full_rate > 0.0 {
+        for e in &endpoints {
+            e.spool().limit_disk(DISK_BYTES);
+        }
+    }
+    let mut faults = FaultDriver::new(seed, &swarm, &broker, disks);
     let limit = FAULT_PHASE + opts.heal_limit;
     let mut healed = false;
     let outcome = loop {
@@ -301,6 +322,20 @@ pub fn run(opts: &RunOptions) -> Report {
         }
     };
 
+    let mut seen = std::collections::BTreeSet::new();
+    for ep in &endpoints {
+        for r in ep.records_since(0) {
+            let text = match r {
+                Record::Status { status, .. } => status,
+                Record::SpoolFull { reason: Some(reason), .. } => format!("spool full: {reason}"),
+                _ => continue,
+            };
+            seen.insert(text.chars().take(60).collect());
+        }
+        for note in ep.notes() {
+            seen.insert(note.chars().take(60).collect());
+        }
+    }
     let mut trace = TraceHash::new();
     trace.add(&swarm.to_string());
     for line in &faults.log {
@@ -330,6 +365,7 @@ pub fn run(opts: &RunOptions) -> Report {
         outcome,
         trace_hash: trace.finish(),
         fault_log: faults.log,
+        seen,
     }
 }
 
@@ -357,5 +393,6 @@ fn failed_to_start(opts: &RunOptions, swarm: Swarm, e: String) -> Report {
         outcome: Outcome::Error(e),
         trace_hash: 0,
         fault_log: Vec::new(),
+        seen: Default::default(),
     }
 }

@@ -15,9 +15,26 @@ use std::rc::Rc;
 use tasklane_core::spool::SpoolModelError;
 use tasklane_core::{MemorySpool, SpoolSnapshot, SpoolWrite, TaskId, WriteSeq};
 
+/// What a write costs on the simulated disk beyond its payload (keys,
+/// page headers): every write needs some room, a delete too.
+const WRITE_OVERHEAD: u64 = 64;
+
+/// The simulated disk under a spool, outside the host like the spool.
+#[derive(Default)]
+struct Disk {
+    /// The filesystem's size; `None` is a disk that never fills (and the
+    /// spool then reports no free space at all, as before disks could fill).
+    capacity: Option<u64>,
+    /// Bytes taken by something else (a fault's ballast).
+    ballast: u64,
+    /// Every commit fails (an I/O error), while set.
+    failing: Option<String>,
+}
+
 #[derive(Default)]
 struct Inner {
     model: MemorySpool,
+    disk: Disk,
     /// Every task whose completion was ever committed (unbounded, unlike
     /// the dedup window): "durable" for the invariant checks.
     completed: BTreeSet<TaskId>,
@@ -69,6 +86,83 @@ impl DurableSpool {
 
     pub fn outbox_len(&self) -> usize {
         self.0.borrow().model.outbox_len()
+    }
+
+    /// Gives the spool a filesystem of `bytes` (disk-full faults need one).
+    pub fn limit_disk(&self, bytes: u64) {
+        self.0.borrow_mut().disk.capacity = Some(bytes);
+    }
+
+    /// Bytes the spool's records take on the disk.
+    fn used(inner: &Inner) -> u64 {
+        let snap = inner.model.snapshot();
+        let inbox: u64 = snap
+            .inbox
+            .iter()
+            .map(|t| t.task.body.len() as u64 + t.task.id.as_str().len() as u64 + WRITE_OVERHEAD)
+            .sum();
+        let outbox: u64 = snap.outbox.iter().map(|r| r.result.body.len() as u64 + WRITE_OVERHEAD).sum();
+        let window: u64 = snap.completed.iter().map(|id| id.as_str().len() as u64 + 16).sum();
+        inbox + outbox + window
+    }
+
+    /// Free bytes on the spool's filesystem, if it has a size.
+    pub fn free_bytes(&self) -> Option<u64> {
+        let inner = self.0.borrow();
+        let capacity = inner.disk.capacity?;
+        Some(capacity.saturating_sub(Self::used(&inner)).saturating_sub(inner.disk.ballast))
+    }
+
+    /// A disk-full fault: something else takes all but `leave` of the free
+    /// bytes. Returns the ballast.
+    pub fn fill_disk(&self, leave: u64) -> u64 {
+        let free = self.free_bytes().unwrap_or(0);
+        let ballast = free.saturating_sub(leave);
+        self.0.borrow_mut().disk.ballast = ballast;
+        ballast
+    }
+
+    /// The ballast goes.
+    pub fn free_disk(&self) {
+        self.0.borrow_mut().disk.ballast = 0;
+    }
+
+    /// A stall fault: every commit fails with `reason` until [`Self::unstall`].
+    pub fn stall(&self, reason: &str) {
+        self.0.borrow_mut().disk.failing = Some(reason.to_owned());
+    }
+
+    pub fn unstall(&self) {
+        self.0.borrow_mut().disk.failing = None;
+    }
+
+    /// How many of `writes`, from the front, fit on the disk now (all of
+    /// them on a disk without a size), or why none can be written.
+    pub fn fitting(&self, writes: &[SpoolWrite]) -> Result<usize, String> {
+        let inner = self.0.borrow();
+        if let Some(reason) = &inner.disk.failing {
+            return Err(reason.clone());
+        }
+        let Some(capacity) = inner.disk.capacity else { return Ok(writes.len()) };
+        let mut free = capacity.saturating_sub(Self::used(&inner)).saturating_sub(inner.disk.ballast);
+        let mut n = 0;
+        for w in writes {
+            let need = WRITE_OVERHEAD
+                + match &w.op {
+                    tasklane_core::SpoolOp::Insert(t) => t.task.body.len() as u64 + t.task.id.as_str().len() as u64,
+                    tasklane_core::SpoolOp::Complete { result, .. } => result.body.len() as u64,
+                    tasklane_core::SpoolOp::Confirmed { .. } => 0,
+                };
+            if need > free {
+                break;
+            }
+            free -= need;
+            n += 1;
+        }
+        if n == 0 && !writes.is_empty() {
+            return Err("No space left on device (os error 28)".into());
+        }
+        Ok(n)
     }
 
     /// Group commits so far.

@@ -56,7 +56,31 @@ pub struct Swarm {
     pub fsync_max: Duration,
     /// Upper bound of the application's work per task.
     pub work_max: Duration,
+    /// Spool stalls per second: for a while every commit fails (an I/O
+    /// error), and the spool reports the stall once, as the LMDB writer
+    /// does, and retries until it clears.
+    pub spool_stall_rate: f64,
+    /// Disk fills per second: the spool's filesystem runs low for a while
+    /// (another process's ballast), down to below the free-space floor and
+    /// sometimes to less than a write needs (commits fail: a stall).
+    pub disk_full_rate: f64,
+    /// Broker alarms per second: the broker stops reading from connections
+    /// that publish (as RabbitMQ does under a memory or disk alarm, without
+    /// `connection.blocked` to amqprs) until the alarm clears.
+    pub alarm_rate: f64,
+    /// The endpoint's blocked timeout in runs with alarms (the confirm
+    /// stall is then [`CONFIRM_STALL`]).
+    pub blocked_timeout: Duration,
 }
+
+/// The endpoint's confirm stall in runs with broker alarms.
+pub const CONFIRM_STALL: Duration = Duration::from_secs(1);
+
+/// The spool's filesystem in runs with disk fills: its size, the endpoint's
+/// free-space floor and its reserve per held task.
+pub const DISK_BYTES: u64 = 256 << 10;
+pub const DISK_FLOOR: u64 = 16 << 10;
+pub const DISK_RESERVE: u64 = 256;
 
 /// Length of the fault phase.
 pub const FAULT_PHASE: Duration = Duration::from_secs(10);
@@ -95,6 +119,10 @@ impl Swarm {
         // Drawn last, so that the knobs above stay what they were for a seed.
         let cancel_rate = rate(&mut r, 0.2);
         let poison = if r.chance(0.2) { r.range(1, 2) as usize } else { 0 };
+        let spool_stall_rate = rate(&mut r, 0.3);
+        let disk_full_rate = rate(&mut r, 0.3);
+        let alarm_rate = rate(&mut r, 0.2);
+        let blocked_timeout = Duration::from_millis(r.range(1500, 4000));
         Swarm {
             tasks,
             malformed,
@@ -112,6 +140,10 @@ impl Swarm {
             heartbeat_ms,
             fsync_max,
             work_max,
+            spool_stall_rate,
+            disk_full_rate,
+            alarm_rate,
+            blocked_timeout,
         }
     }
 
@@ -125,6 +157,9 @@ impl Swarm {
             ("crash", self.crash_rate),
             ("broker-restart", self.broker_restart_rate),
             ("cancel", self.cancel_rate),
+            ("spool-stall", self.spool_stall_rate),
+            ("disk-full", self.disk_full_rate),
+            ("alarm", self.alarm_rate),
         ] {
             if rate > 0.0 {
                 on.push(name);
@@ -151,7 +186,8 @@ impl fmt::Display for Swarm {
         write!(
             f,
             "tasks={} malformed={} poison={} partition={}/s kill={}/s hold={}/s crash={}/s broker-restart={}/s cancel={}/s duplicate={} \
-             latency<={}ms claim={} prefetch={} heartbeat={}ms fsync<={}ms work<={}ms",
+             latency<={}ms claim={} prefetch={} heartbeat={}ms fsync<={}ms work<={}ms spool-stall={}/s disk-full={}/s \
+             alarm={}/s blocked-timeout={}ms",
             self.tasks,
             self.malformed,
             self.poison,
@@ -168,6 +204,10 @@ impl fmt::Display for Swarm {
             self.heartbeat_ms,
             self.fsync_max.as_millis(),
             self.work_max.as_millis(),
+            self.spool_stall_rate,
+            self.disk_full_rate,
+            self.alarm_rate,
+            self.blocked_timeout.as_millis(),
         )
     }
 }

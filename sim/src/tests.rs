@@ -33,6 +33,9 @@ fn the_sample_draws_every_fault_class() {
         counts.crashes += u32::from(swarm.crash_rate > 0.0);
         counts.broker_restarts += u32::from(swarm.broker_restart_rate > 0.0);
         counts.duplicates += u32::from(swarm.duplicate_at.is_some());
+        counts.spool_stalls += u32::from(swarm.spool_stall_rate > 0.0);
+        counts.disk_fulls += u32::from(swarm.disk_full_rate > 0.0);
+        counts.alarms += u32::from(swarm.alarm_rate > 0.0);
     }
     for (class, n) in [
         ("partition", counts.partitions),
@@ -41,15 +44,57 @@ fn the_sample_draws_every_fault_class() {
         ("crash", counts.crashes),
         ("broker restart", counts.broker_restarts),
         ("duplicate", counts.duplicates),
+        ("spool stall", counts.spool_stalls),
+        ("disk full", counts.disk_fulls),
+        ("alarm", counts.alarms),
     ] {
         assert!(n >= 5, "{class} drawn in only {n} of {} seeds", SAMPLE.end);
     }
 }
 
 #[test]
+fn the_sample_shows_what_the_spool_and_alarm_faults_do() {
+    // Each kind of trouble the new fault classes bring shows in some run of
+    // the sample, as the endpoint reports it.
+    let mut seen = std::collections::BTreeMap::<String, Vec<u64>>::new();
+    for seed in SAMPLE {
+        for s in run(&RunOptions::seed(seed)).seen {
+            seen.entry(s).or_default().push(seed);
+        }
+    }
+    for want in [
+        "spool full: disk space low: ",
+        "spool full: spool cannot commit: Input/output error",
+        "spool full: spool cannot commit: No space left on device",
+        "Blocked { reason: \"no publish confirm for 1 s",
+    ] {
+        let hits: Vec<&u64> = seen.iter().filter(|(s, _)| s.starts_with(want)).flat_map(|(_, seeds)| seeds).collect();
+        assert!(!hits.is_empty(), "no run of the sample shows {want:?}; seen: {:#?}", seen.keys().collect::<Vec<_>>());
+        println!("{want:?}: seeds {hits:?}");
+    }
+}
+
+#[test]
+fn an_alarm_that_outlasts_the_blocked_timeout_drops_the_connection_and_the_run_heals() {
+    // Rarer than the sample: the first seed where it happens.
+    let want = "dropped: blocked by broker for too long: no publish confirm";
+    for seed in 0..400 {
+        let report = run(&RunOptions::seed(seed));
+        if report.seen.iter().any(|s| s.starts_with(want)) {
+            assert!(report.outcome.passed(), "{}", report.summary());
+            assert!(report.faults.alarms > 0, "{}", report.summary());
+            println!("seed {seed}: {}", report.summary());
+            return;
+        }
+    }
+    panic!("no seed of 0..400 shows {want:?}");
+}
+
+#[test]
 fn the_same_seed_gives_the_same_trace() {
-    // A seed with every kind of fault and a duplicate endpoint.
-    for seed in [2, 61] {
+    // A seed with every kind of fault and a duplicate endpoint; one with a
+    // disk fill and a broker alarm.
+    for seed in [2, 61, 36] {
         let a = run(&RunOptions::seed(seed));
         let b = run(&RunOptions::seed(seed));
         assert_eq!(a.trace_hash, b.trace_hash, "seed {seed}: {} vs {}", a.summary(), b.summary());

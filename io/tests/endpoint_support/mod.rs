@@ -121,7 +121,8 @@ impl Topology {
         }
         let mut confirmed = 0;
         while confirmed < msgs.len() as u64 {
-            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap().1 {
+            // Generous: a broker busy with other tests' big messages is slow.
+            match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.unwrap().unwrap().1 {
                 amqp::ChannelEvent::PublishAck { tag, multiple: true } => confirmed = tag,
                 amqp::ChannelEvent::PublishAck { .. } => confirmed += 1,
                 other => panic!("task publish: {other:?}"),

@@ -5,7 +5,7 @@
 //! connection's outbound channel. Consuming, settling and publishing live in
 //! sibling modules as further `impl Engine` blocks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -67,6 +67,11 @@ pub(super) struct Conn {
     pub opened: bool,
     pub heartbeat_ms: u32,
     pub channels: BTreeMap<ChannelNo, Channel>,
+    /// The broker stopped reading from this connection (it published
+    /// during an alarm): what it sends waits here, in order, until the
+    /// alarm clears.
+    pub blocked: bool,
+    pub parked: VecDeque<ClientMethod>,
 }
 
 /// A registered consumer (non-durable: gone with its channel).
@@ -94,6 +99,11 @@ pub(super) struct Engine {
     pub consumers: BTreeMap<String, Vec<Consumer>>,
     /// Queue → round-robin position among its consumers.
     pub cursor: BTreeMap<String, usize>,
+    /// A resource alarm (memory or disk) is in effect: a connection that
+    /// publishes is no longer read from until it clears. As RabbitMQ with
+    /// a client that does not ask for `connection.blocked` (amqprs), the
+    /// client is not told.
+    pub alarm: bool,
 }
 
 impl Engine {
@@ -112,6 +122,7 @@ impl Engine {
             conns: BTreeMap::new(),
             consumers: BTreeMap::new(),
             cursor: BTreeMap::new(),
+            alarm: false,
         }
     }
 
@@ -141,6 +152,8 @@ impl Engine {
                 opened: false,
                 heartbeat_ms: self.config.heartbeat_ms,
                 channels: BTreeMap::new(),
+                blocked: false,
+                parked: VecDeque::new(),
             },
         );
         self.events.push(Event::Connected { conn, peer });
@@ -181,9 +194,54 @@ impl Engine {
     }
 
     pub fn handle(&mut self, conn: ConnId, m: ClientMethod) -> Verdict {
+        let Some(m) = self.park(conn, m) else { return Verdict::Continue };
         let verdict = self.handle_inner(conn, m);
         self.dispatch();
         verdict
+    }
+
+    /// Under an alarm, RabbitMQ stops reading from a connection once it
+    /// publishes: that method and every later one wait. Whether `m` was
+    /// parked: `m` back if not.
+    fn park(&mut self, conn: ConnId, m: ClientMethod) -> Option<ClientMethod> {
+        let alarm = self.alarm;
+        let Some(c) = self.conns.get_mut(&conn) else { return Some(m) };
+        let blocks = c.blocked || (alarm && c.opened && matches!(m, ClientMethod::Publish { .. }));
+        if !blocks {
+            return Some(m);
+        }
+        c.blocked = true;
+        if m != ClientMethod::Heartbeat {
+            c.parked.push_back(m);
+        }
+        None
+    }
+
+    /// Raises or clears the resource alarm. Clearing it reads what every
+    /// blocked connection sent meanwhile, in order.
+    pub fn set_alarm(&mut self, on: bool) {
+        self.alarm = on;
+        if on {
+            return;
+        }
+        let blocked: Vec<ConnId> = self.conns.iter().filter(|(_, c)| c.blocked).map(|(id, _)| *id).collect();
+        for conn in blocked {
+            let parked = match self.conns.get_mut(&conn) {
+                Some(c) => {
+                    c.blocked = false;
+                    std::mem::take(&mut c.parked)
+                }
+                None => continue,
+            };
+            for m in parked {
+                if let Verdict::Close(reason) = self.handle_inner(conn, m) {
+                    // The connection's driver notices at its next read.
+                    self.detach(conn, &reason);
+                    break;
+                }
+            }
+        }
+        self.dispatch();
     }
 
     fn handle_inner(&mut self, conn: ConnId, m: ClientMethod) -> Verdict {

@@ -167,6 +167,13 @@ impl Broker {
         conns.len()
     }
 
+    /// Raises (`true`) or clears a resource alarm: while it lasts, a
+    /// connection that publishes is no longer read from (no confirms, no
+    /// acks), and nothing tells the client; clearing it reads what waited.
+    pub fn set_alarm(&self, on: bool) {
+        self.engine.borrow_mut().set_alarm(on);
+    }
+
     /// Cancels every consumer of `queue` from the broker side
     /// (`basic.cancel`); returns how many.
     pub fn cancel_consumers(&self, queue: &str) -> usize {

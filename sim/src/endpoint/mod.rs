@@ -45,6 +45,8 @@ pub enum Record {
     Handoff { life: u64, task: TaskId, recovered: bool },
     /// The lane's status changed.
     Status { life: u64, status: String },
+    /// Intake started waiting for the spool (why), or stopped (`None`).
+    SpoolFull { life: u64, reason: Option<String> },
     /// The auditor found a lane invariant broken.
     Violation { life: u64, invariant: &'static str, detail: String },
 }
@@ -68,6 +70,9 @@ struct Inner {
     worker: Worker,
     spool: DurableSpool,
     log: RefCell<Vec<Record>>,
+    /// What the lane did that the history leaves out (so that the trace of
+    /// a seed stays what it was): connections it dropped, and why.
+    notes: RefCell<Vec<String>>,
     lives: Cell<u64>,
 }
 
@@ -86,6 +91,7 @@ impl SimEndpoint {
             worker,
             spool: DurableSpool::new(),
             log: RefCell::new(Vec::new()),
+            notes: RefCell::new(Vec::new()),
             lives: Cell::new(0),
         }))
     }
@@ -116,6 +122,15 @@ impl SimEndpoint {
     /// Records from index `from` on.
     pub fn records_since(&self, from: usize) -> Vec<Record> {
         self.0.log.borrow().get(from..).unwrap_or_default().to_vec()
+    }
+
+    /// What [`Inner::notes`] holds.
+    pub fn notes(&self) -> Vec<String> {
+        self.0.notes.borrow().clone()
+    }
+
+    fn note(&self, note: String) {
+        self.0.notes.borrow_mut().push(note);
     }
 
     fn record(&self, r: Record) {

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use tasklane_core::audit::{Auditor, Before};
-use tasklane_core::{Counters, Event, Input, Lane, Output, SpoolSnapshot, Status, UsageError};
+use tasklane_core::{Amqp, Counters, Event, Input, Lane, Output, SpoolSnapshot, Status, UsageError};
 use tasklane_io::endpoint::Observer;
 
 use super::{Record, SimEndpoint};
@@ -30,6 +30,13 @@ impl SimObserver {
                 }
                 Output::Event(Event::Status(s)) => {
                     self.ep.record(Record::Status { life: self.life, status: status_text(s) })
+                }
+                Output::Event(Event::SpoolFull { reason }) => {
+                    self.ep.record(Record::SpoolFull { life: self.life, reason: Some(reason.clone()) })
+                }
+                Output::Amqp(Amqp::Disconnect { reason, .. }) => self.ep.note(format!("dropped: {reason}")),
+                Output::Event(Event::SpoolRecovered) => {
+                    self.ep.record(Record::SpoolFull { life: self.life, reason: None })
                 }
                 _ => {}
             }
