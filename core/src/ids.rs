@@ -3,6 +3,7 @@
 //! an old channel cannot be acked on a new one by accident.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::error::InvalidId;
 
@@ -61,8 +62,11 @@ impl fmt::Display for EndpointId {
 
 /// The id of a task: the AMQP `message_id` of the task message, non-empty,
 /// at most 128 bytes of UTF-8 (SPEC §3).
+///
+/// Shared, not copied, when cloned: the lane, the spool's index and the
+/// shell's queues hold one allocation per task between them.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TaskId(String);
+pub struct TaskId(Arc<str>);
 
 impl TaskId {
     /// Longest task id accepted, in bytes.
@@ -77,7 +81,7 @@ impl TaskId {
         if s.len() > Self::MAX_LEN {
             return Err(InvalidId::TooLong { len: s.len(), max: Self::MAX_LEN });
         }
-        Ok(Self(s))
+        Ok(Self(s.into()))
     }
 
     /// The id as text.
@@ -175,7 +179,7 @@ mod arbitrary_ids {
             if s.is_empty() {
                 s.push('0');
             }
-            Ok(Self(s))
+            Ok(Self(s.into()))
         }
     }
 }

@@ -5,8 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use crate::config::Config;
 use crate::ids::{TaskId, WriteSeq};
-use crate::message::Task;
-use crate::spool::SpoolSnapshot;
+use crate::spool::{SpoolSnapshot, TaskMeta};
 use crate::window::DedupWindow;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,8 +34,9 @@ pub(super) enum Known {
 #[derive(Debug)]
 pub(super) struct Inbox {
     tasks: BTreeMap<TaskId, Entry>,
-    /// Inserted tasks waiting for their commit before hand-off, in order.
-    awaiting_commit: VecDeque<(WriteSeq, Task)>,
+    /// Inserted tasks waiting for their commit before hand-off, in order
+    /// (what core keeps of them: no bodies).
+    awaiting_commit: VecDeque<(WriteSeq, TaskMeta)>,
     completed: DedupWindow,
     next_arrival: u64,
     /// Entries (inbox plus outbox) and payload bytes the spool holds.
@@ -59,9 +59,8 @@ impl Inbox {
             max_spooled_bytes: cfg.max_spooled_bytes,
         };
         for t in &snap.inbox {
-            let bytes = t.task.body.len() as u64;
-            inbox.tasks.insert(t.task.id.clone(), Entry { state: TaskState::HandedOff, bytes });
-            inbox.occupy(bytes);
+            inbox.tasks.insert(t.id.clone(), Entry { state: TaskState::HandedOff, bytes: t.size });
+            inbox.occupy(t.size);
         }
         for r in &snap.outbox {
             inbox.occupy(r.result.body.len() as u64);
@@ -90,19 +89,19 @@ impl Inbox {
             || (self.spooled < self.max_spooled && self.spooled_bytes.saturating_add(bytes) <= self.max_spooled_bytes)
     }
 
-    /// Records an insert; returns the task's arrival position.
-    pub(super) fn insert(&mut self, seq: WriteSeq, task: Task) -> u64 {
-        let bytes = task.body.len() as u64;
-        self.tasks.insert(task.id.clone(), Entry { state: TaskState::Writing(seq), bytes });
-        self.awaiting_commit.push_back((seq, task));
-        self.occupy(bytes);
+    /// Records an insert of task `id` with a body of `bytes`; returns the
+    /// task's arrival position.
+    pub(super) fn insert(&mut self, seq: WriteSeq, id: &TaskId, bytes: u64) -> u64 {
         let arrival = self.next_arrival;
         self.next_arrival += 1;
+        self.tasks.insert(id.clone(), Entry { state: TaskState::Writing(seq), bytes });
+        self.awaiting_commit.push_back((seq, TaskMeta { arrival, id: id.clone(), size: bytes }));
+        self.occupy(bytes);
         arrival
     }
 
     /// Tasks whose insert is now committed, in order, marked handed off.
-    pub(super) fn committed(&mut self, upto: WriteSeq) -> Vec<Task> {
+    pub(super) fn committed(&mut self, upto: WriteSeq) -> Vec<TaskMeta> {
         let mut ready = Vec::new();
         while self.awaiting_commit.front().is_some_and(|(seq, _)| *seq <= upto) {
             let (_, task) = self.awaiting_commit.pop_front().expect("front checked");

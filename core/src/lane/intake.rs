@@ -141,7 +141,7 @@ impl Lane {
             None if self.inbox.has_room(task.body.len() as u64) && self.disk_has_room(task.body.len() as u64) => {
                 self.disk_admitted(task.body.len() as u64);
                 let seq = WriteSeq(self.issued + 1);
-                let arrival = self.inbox.insert(seq, task.clone());
+                let arrival = self.inbox.insert(seq, &task.id, task.body.len() as u64);
                 let written = self.write(SpoolOp::Insert(StoredTask { arrival, task: task.clone() }));
                 debug_assert_eq!(written, seq);
                 Gate::Write(seq)

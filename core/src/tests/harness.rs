@@ -119,6 +119,8 @@ pub struct Spool {
 
 #[derive(Debug, Default)]
 pub struct App {
+    /// Handed off, not yet completed, with the bodies the application read
+    /// from the spool when it took them.
     pub waiting: VecDeque<Task>,
     pub auto_complete: bool,
     /// Handed off in this spool lifetime (reset by a crash).
@@ -265,8 +267,13 @@ impl World {
                 Output::Amqp(cmd) => self.amqp(cmd),
                 Output::Spool(w) => self.spool.pending.push(w),
                 Output::Handoff(h) => {
+                    // The application takes it at once: its body comes
+                    // from the spool, by its arrival position.
+                    let task = self.spool.durable.task(h.task.arrival).cloned();
+                    let task = task.unwrap_or_else(|| panic!("handed off {:?}, which the spool does not hold", h.task));
+                    assert_eq!((&task.id, task.body.len() as u64), (&h.task.id, h.task.size), "handoff of {h:?}");
                     self.app.handed.insert(h.task.id.clone());
-                    self.app.waiting.push_back(h.task);
+                    self.app.waiting.push_back(task);
                 }
                 Output::Event(e) => self.events.push(e),
             }
@@ -583,7 +590,7 @@ pub fn check_nothing_lost(w: &World) {
     let results = w.distinct_results();
     let snap = w.spool.durable.snapshot();
     let spooled: BTreeSet<&TaskId> =
-        snap.inbox.iter().map(|t| &t.task.id).chain(snap.outbox.iter().map(|r| &r.result.task)).collect();
+        snap.inbox.iter().map(|t| &t.id).chain(snap.outbox.iter().map(|r| &r.result.task)).collect();
     let at_broker: BTreeSet<TaskId> =
         w.broker.queue.iter().chain(w.broker.consumer.unacked.values()).filter_map(Msg::id).collect();
     for id in &w.submitted {

@@ -196,7 +196,8 @@ fn through_a_lane(cfg: Config, raw: RawMessage, verdict: Result<tasklane_core::T
                 "an accepted task is spooled and nothing else happens before the commit: {out:?}"
             );
             let out = rig.commit_all().expect("commit of issued writes");
-            assert!(out.iter().any(|o| matches!(o, Output::Handoff(h) if h.task == task)), "no hand-off: {out:?}");
+            let meta = |h: &tasklane_core::Handoff| h.task.id == task.id && h.task.size == task.body.len() as u64;
+            assert!(out.iter().any(|o| matches!(o, Output::Handoff(h) if meta(h))), "no hand-off: {out:?}");
             assert!(out.contains(&Output::Amqp(Amqp::Ack { tag: DeliveryTag { channel, tag: 1 }, multiple: true })));
             let out = rig.feed(deliver(2)).expect("a delivery is never misuse");
             assert_eq!(

@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use tasklane_core::{Input, SpoolWrite};
+use tasklane_core::{Input, SpoolWrite, Task};
 use tasklane_io::endpoint::{InputSink, SpoolPort};
 
 use crate::rng::Rng;
@@ -73,6 +73,10 @@ impl SpoolPort for SimSpool {
             queue.borrow_mut().committing = false;
             commit(&durable, &queue);
         });
+    }
+
+    fn task(&mut self, arrival: u64) -> Result<Option<Task>, String> {
+        Ok(self.durable.task(arrival))
     }
 
     async fn close(self, _grace: Duration) {
