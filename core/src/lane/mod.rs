@@ -283,11 +283,7 @@ impl Lane {
         if self.spool_stalled.take().is_some() {
             self.refresh_spool_full();
         }
-        for task in self.inbox.committed(upto) {
-            self.counters.spooled += 1;
-            self.counters.handed_off += 1;
-            self.out.push_back(Output::Handoff(Handoff { task, recovered: false }));
-        }
+        self.counters.spooled += self.inbox.committed(upto);
         self.outbox.committed(upto);
         self.advance_acks();
         self.pump(now);

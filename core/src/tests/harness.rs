@@ -228,10 +228,9 @@ impl World {
             self.now = self.now.max(due);
         }
         self.now += extra;
-        let writing = self.spool.pending.iter().find_map(|w| match &w.op {
-            SpoolOp::Insert(t) if !self.spool.durable.inbox_contains(&t.task.id) => Some(t.task.id.clone()),
-            _ => None,
-        });
+        // A task completed already (its result in the outbox or gone), so
+        // no longer the application's to complete.
+        let done = self.spool.durable.snapshot().completed.last().cloned();
         let beyond = WriteSeq(self.lane.last_write().0 + 1);
         let input = match kind % 5 {
             0 => Input::Complete {
@@ -242,7 +241,7 @@ impl World {
             1 => Input::SpoolCommitted { upto: beyond },
             2 => Input::Connected { conn: ConnId(u64::MAX) },
             3 => Input::SpoolRefused { seq: beyond, reason: "no such write".into() },
-            _ => match writing {
+            _ => match done.filter(|t| !self.app.handed.contains(t)) {
                 Some(task) => Input::Complete { task, status: ResultStatus::Failed, body: Bytes::new() },
                 None => Input::SpoolRefused { seq: WriteSeq(0), reason: "no such write".into() },
             },
@@ -268,8 +267,13 @@ impl World {
                 Output::Spool(w) => self.spool.pending.push(w),
                 Output::Handoff(h) => {
                     // The application takes it at once: its body comes
-                    // from the spool, by its arrival position.
-                    let task = self.spool.durable.task(h.task.arrival).cloned();
+                    // from the spool, by its arrival position (from the
+                    // write on its way when it is not committed yet).
+                    let pending = self.spool.pending.iter().find_map(|w| match &w.op {
+                        SpoolOp::Insert(t) if t.arrival == h.task.arrival => Some(t.task.clone()),
+                        _ => None,
+                    });
+                    let task = pending.or_else(|| self.spool.durable.task(h.task.arrival).cloned());
                     let task = task.unwrap_or_else(|| panic!("handed off {:?}, which the spool does not hold", h.task));
                     assert_eq!((&task.id, task.body.len() as u64), (&h.task.id, h.task.size), "handoff of {h:?}");
                     self.app.handed.insert(h.task.id.clone());
