@@ -7,8 +7,9 @@
 #      quorum queue of the default node and of the 3-node cluster of
 #      scripts/ensure-cluster.sh (what replication costs), JSON in
 #      target/bench-e2e.json;
-#   2. peak RSS while 1,000,000 tasks sit in the spool (`e2e rss`), JSON in
-#      target/bench-rss.json;
+#   2. peak RSS while 1,000,000 tasks of 256 B sit in the spool, and while
+#      10,000 tasks of 64 KiB do (`e2e rss`, during intake and after a
+#      reopen), JSON in target/bench-rss.json and target/bench-rss-64k.json;
 #   3. the criterion benches: core's handle/poll cost per task, and the
 #      LMDB spool's group commit at several batch sizes.
 # Everything printed also goes to target/bench/summary.md, with the load
@@ -18,7 +19,8 @@
 #   scripts/bench.sh                      # everything (about 10 minutes)
 #   scripts/bench.sh --tasks 5000 --rounds 1   # extra arguments go to e2e
 #
-# Environment: RSS_TASKS (default 1000000; 0 skips the RSS part),
+# Environment: RSS_TASKS (default 1000000; 0 skips the small-task RSS run),
+# RSS_BIG_TASKS (default 10000 tasks of 64 KiB; 0 skips that run),
 # CRITERION=0 skips the criterion benches.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +31,7 @@ out=target/bench
 mkdir -p "$out"
 summary="$out/summary.md"
 rss_tasks="${RSS_TASKS:-1000000}"
+rss_big_tasks="${RSS_BIG_TASKS:-10000}"
 
 load() {
     echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ))"
@@ -54,6 +57,17 @@ if [ "$rss_tasks" != 0 ]; then
         echo
     } >>"$summary"
     "$e2e" rss --tasks "$rss_tasks" | tee -a "$summary"
+fi
+
+if [ "$rss_big_tasks" != 0 ]; then
+    {
+        echo
+        echo "## Peak RSS with $rss_big_tasks tasks of 64 KiB in the spool"
+        echo
+        load
+        echo
+    } >>"$summary"
+    "$e2e" rss --tasks "$rss_big_tasks" --size 65536 --json target/bench-rss-64k.json | tee -a "$summary"
 fi
 
 if [ "${CRITERION:-1}" != 0 ]; then

@@ -29,7 +29,9 @@
 //!      them in groups (one transaction, one fsync); report
 //!      `SpoolCommitted { upto }` with the last write of the group.
 //!    - [`Output::Handoff`]: give the task to the application, which answers
-//!      with `Input::Complete` when it has a result.
+//!      with `Input::Complete` when it has a result. The handoff names the
+//!      task (id, size, arrival position); read its body from the spool
+//!      when the application takes it (core keeps no bodies).
 //!    - [`Output::Event`]: status changes and reports, for the application.
 //! 3. Report everything the broker does on its own as inputs (`Delivery`,
 //!    `ConnectionLost`, `ChannelClosed`, `ConsumerCancelled`, `Blocked`,
@@ -92,11 +94,12 @@
 //!                 spool.apply(&write.op).unwrap();
 //!                 inputs.push_back(Input::SpoolCommitted { upto: write.seq });
 //!             }
-//!             Output::Handoff(h) => inputs.push_back(Input::Complete {
-//!                 task: h.task.id,
-//!                 status: ResultStatus::Ok,
-//!                 body: Bytes::from(h.task.body.to_ascii_uppercase()),
-//!             }),
+//!             Output::Handoff(h) => {
+//!                 // The body stays in the spool until the application takes it.
+//!                 let task = spool.task(h.task.arrival).unwrap();
+//!                 let body = Bytes::from(task.body.to_ascii_uppercase());
+//!                 inputs.push_back(Input::Complete { task: h.task.id, status: ResultStatus::Ok, body });
+//!             }
 //!             Output::Event(_) => {}
 //!         }
 //!     }
@@ -150,5 +153,5 @@ pub use message::{
 };
 pub use output::{Amqp, Event, Handoff, Output, Report, Status};
 pub use service_failover::BrokerRounds;
-pub use spool::{MemorySpool, SpoolOp, SpoolSnapshot, SpoolWrite, StoredResult, StoredTask};
+pub use spool::{MemorySpool, SpoolOp, SpoolSnapshot, SpoolWrite, StoredResult, StoredTask, TaskMeta};
 pub use window::DedupWindow;

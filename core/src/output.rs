@@ -3,8 +3,8 @@
 use std::time::Instant;
 
 use crate::ids::{ChannelId, ConnId, DeliveryTag, PublishTag, TaskId};
-use crate::message::{Malformed, RawMessage, Task};
-use crate::spool::SpoolWrite;
+use crate::message::{Malformed, RawMessage};
+use crate::spool::{SpoolWrite, TaskMeta};
 
 /// A command or report from [`crate::Lane::poll`].
 #[derive(Clone, Debug, PartialEq)]
@@ -21,11 +21,14 @@ pub enum Output {
     Event(Event),
 }
 
-/// A task handed to the application.
+/// A task handed to the application: what core knows of it. The shell
+/// reads the body from the spool (by `task.arrival`) when the application
+/// takes the task, so handed-off tasks waiting for the application cost no
+/// body memory (SPEC §4 "Memory").
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Handoff {
     /// The task.
-    pub task: Task,
+    pub task: TaskMeta,
     /// True when the task comes from the spool at start (a previous run
     /// received it but did not complete it).
     pub recovered: bool,

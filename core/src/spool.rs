@@ -23,6 +23,27 @@ pub struct StoredTask {
     pub task: Task,
 }
 
+impl StoredTask {
+    /// What core keeps of it.
+    pub fn meta(&self) -> TaskMeta {
+        TaskMeta { arrival: self.arrival, id: self.task.id.clone(), size: self.task.body.len() as u64 }
+    }
+}
+
+/// What core keeps of an inbox task: what policy needs (its id, where it is
+/// in the inbox, how much room it takes), never its body. The body stays in
+/// the spool until the application takes the task (SPEC §4 "Memory"); the
+/// shell reads it from there by `arrival`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskMeta {
+    /// Arrival position: the task's key in the spool's inbox.
+    pub arrival: u64,
+    /// The task id.
+    pub id: TaskId,
+    /// Length of its body, in bytes.
+    pub size: u64,
+}
+
 /// A result in the outbox.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredResult {
@@ -64,11 +85,12 @@ pub struct SpoolWrite {
     pub op: SpoolOp,
 }
 
-/// What a spool holds, as handed to [`crate::Lane::new`] on start.
+/// What a spool holds, as handed to [`crate::Lane::new`] on start: of the
+/// inbox only what core keeps of each task (the bodies stay on disk).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SpoolSnapshot {
     /// Inbox tasks, in arrival order.
-    pub inbox: Vec<StoredTask>,
+    pub inbox: Vec<TaskMeta>,
     /// Outbox results, in outbox order.
     pub outbox: Vec<StoredResult>,
     /// Completed task ids, oldest first.
@@ -110,10 +132,18 @@ pub enum SpoolModelError {
     OutOfOrder(u64),
 }
 
+/// An inbox task of [`MemorySpool`]: its body is known unless the spool was
+/// built from a snapshot, which carries none.
+#[derive(Clone, Debug)]
+struct Held {
+    meta: TaskMeta,
+    task: Option<Task>,
+}
+
 /// The reference spool, in memory.
 #[derive(Clone, Debug, Default)]
 pub struct MemorySpool {
-    inbox: BTreeMap<u64, Task>,
+    inbox: BTreeMap<u64, Held>,
     inbox_ids: BTreeMap<TaskId, u64>,
     outbox: BTreeMap<OutboxSeq, TaskResult>,
     completed: VecDeque<TaskId>,
@@ -127,12 +157,13 @@ impl MemorySpool {
         Self::default()
     }
 
-    /// A spool holding `snap`.
+    /// A spool holding `snap`. A snapshot has no bodies, so [`Self::task`]
+    /// knows none of its inbox tasks.
     pub fn from_snapshot(snap: &SpoolSnapshot) -> Self {
         let mut s = Self::new();
         for t in &snap.inbox {
-            s.inbox_ids.insert(t.task.id.clone(), t.arrival);
-            s.inbox.insert(t.arrival, t.task.clone());
+            s.inbox_ids.insert(t.id.clone(), t.arrival);
+            s.inbox.insert(t.arrival, Held { meta: t.clone(), task: None });
         }
         for r in &snap.outbox {
             s.outbox.insert(r.seq, r.result.clone());
@@ -155,7 +186,7 @@ impl MemorySpool {
                 }
                 self.next_arrival = t.arrival + 1;
                 self.inbox_ids.insert(t.task.id.clone(), t.arrival);
-                self.inbox.insert(t.arrival, t.task.clone());
+                self.inbox.insert(t.arrival, Held { meta: t.meta(), task: Some(t.task.clone()) });
             }
             SpoolOp::Complete { seq, result, forget } => {
                 let Some(&arrival) = self.inbox_ids.get(&result.task) else {
@@ -187,12 +218,18 @@ impl MemorySpool {
     /// What the spool holds now.
     pub fn snapshot(&self) -> SpoolSnapshot {
         SpoolSnapshot {
-            inbox: self.inbox.iter().map(|(&arrival, task)| StoredTask { arrival, task: task.clone() }).collect(),
+            inbox: self.inbox.values().map(|held| held.meta.clone()).collect(),
             outbox: self.outbox.iter().map(|(&seq, result)| StoredResult { seq, result: result.clone() }).collect(),
             completed: self.completed.iter().cloned().collect(),
             arrival_counter: self.next_arrival,
             outbox_counter: self.next_outbox,
         }
+    }
+
+    /// The inbox task at `arrival`, body and all, if the spool holds it and
+    /// knows its body.
+    pub fn task(&self, arrival: u64) -> Option<&Task> {
+        self.inbox.get(&arrival).and_then(|held| held.task.as_ref())
     }
 
     /// Tasks in the inbox.
@@ -240,7 +277,9 @@ mod tests {
         s.apply(&SpoolOp::Complete { seq: OutboxSeq(0), result, forget: None }).unwrap();
         let snap = s.snapshot();
         assert_eq!(snap.inbox.len(), 1);
-        assert_eq!(snap.inbox[0].task.id.as_str(), "b");
+        assert_eq!(snap.inbox[0], TaskMeta { arrival: 1, id: TaskId::new("b").unwrap(), size: 1 });
+        assert_eq!(s.task(1), Some(&task("b")));
+        assert_eq!(s.task(0), None, "completed");
         assert_eq!(snap.outbox.len(), 1);
         assert_eq!(snap.completed, vec![TaskId::new("a").unwrap()]);
         assert_eq!(snap.next_arrival(), 2);
@@ -258,5 +297,6 @@ mod tests {
         assert_eq!(s.apply(&SpoolOp::Confirmed { seq: OutboxSeq(0) }), Err(SpoolModelError::NotInOutbox(0)));
         let again = MemorySpool::from_snapshot(&s.snapshot());
         assert_eq!(again.snapshot(), s.snapshot());
+        assert_eq!(again.task(1), None, "a snapshot carries no bodies");
     }
 }

@@ -88,7 +88,11 @@ async fn a_full_disk_stalls_the_spool_and_it_resumes_by_itself_when_space_return
     let again = spool::open(&spool_dir, &SpoolOptions::default()).unwrap();
     let arrivals: Vec<u64> = again.snapshot.inbox.iter().map(|t| t.arrival).collect();
     assert_eq!(arrivals, (0..N).collect::<Vec<_>>(), "every write, in order");
-    assert!(again.snapshot.inbox.iter().all(|t| t.task.body.len() == 64 << 10 && t.task.body[0] == t.arrival as u8));
+    assert!(again.snapshot.inbox.iter().all(|t| t.size == 64 << 10));
+    for t in &again.snapshot.inbox {
+        let task = again.reader.task(t.arrival).unwrap().expect("in the inbox");
+        assert!(task.body.len() == 64 << 10 && task.body[0] == t.arrival as u8, "body of task {}", t.arrival);
+    }
     again.writer.close().unwrap();
     drop(fs);
 }

@@ -68,9 +68,12 @@ impl Oracle {
                         no_broker_ack_before_durable(r, ep)?;
                     }
                 }
-                Event::Published { message_id: Some(id), outcome: PublishOutcome::Routed(queues), .. }
+                Event::Published { channel, message_id: Some(id), outcome: PublishOutcome::Routed(queues), .. }
                     if queues.iter().any(|q| q == RESULTS) =>
                 {
+                    if let Some(ep) = v.endpoint_of(&channel.client) {
+                        no_result_before_task_durable(id, ep)?;
+                    }
                     self.stored_results.insert(id.clone());
                 }
                 _ => {}
@@ -134,6 +137,21 @@ pub fn no_broker_ack_before_durable(r: &SettleRecord, ep: &SimEndpoint) -> Resul
         }
     }
     Ok(())
+}
+
+/// No result is published before its task is durable (SPEC §4,
+/// Handoff): tasks are handed off before their spool write commits, but a
+/// result the broker takes from an endpoint is of a task that endpoint's
+/// spool holds durably (in its inbox, or completed).
+pub fn no_result_before_task_durable(message_id: &str, ep: &SimEndpoint) -> Result<(), Violation> {
+    let durable = TaskId::new(message_id).is_ok_and(|t| ep.spool().holds(&t));
+    if durable {
+        return Ok(());
+    }
+    violation(
+        "no_result_before_task_durable",
+        format!("{} published the result of {message_id:?}, but the task is not durable in its spool", ep.name()),
+    )
 }
 
 /// No ack or reject names a tag its channel never issued (or already

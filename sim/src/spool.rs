@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use tasklane_core::spool::SpoolModelError;
-use tasklane_core::{MemorySpool, SpoolSnapshot, SpoolWrite, TaskId, WriteSeq};
+use tasklane_core::{MemorySpool, SpoolSnapshot, SpoolWrite, Task, TaskId, WriteSeq};
 
 /// What a write costs on the simulated disk beyond its payload (keys,
 /// page headers): every write needs some room, a delete too.
@@ -72,6 +72,11 @@ impl DurableSpool {
             }
         }
         refused
+    }
+
+    /// The inbox task at `arrival`, body and all, as the last commit left it.
+    pub fn task(&self, arrival: u64) -> Option<Task> {
+        self.0.borrow().model.task(arrival).cloned()
     }
 
     /// Whether the task is durably held: in the inbox, or completed.

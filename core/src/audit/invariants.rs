@@ -94,7 +94,8 @@ pub fn reject_only_malformed(a: &Auditor, key: (ChannelId, u64), message: &RawMe
     ensure(judged.is_err(), "reject_only_malformed", || format!("delivery {key:?} rejected, but it is a task"))
 }
 
-/// A task is handed off at most once per spool lifetime: only once durable,
+/// A task is handed off at most once per spool lifetime: only once its
+/// spool write is issued (it need not be durable yet: SPEC §4 "Handoff"),
 /// and not again while it is with the application, in the window of
 /// recently completed ids, or its result is in the outbox. A recovered
 /// hand-off happens only as the lane starts, for a task the inbox holds.
@@ -113,8 +114,8 @@ pub fn no_second_handoff(
             format!("recovered hand-off of {id}, which the inbox lacks")
         })?;
     } else {
-        ensure(a.durable_tasks.contains(id), NAME, || {
-            format!("task {id} handed off before its spool write was committed")
+        ensure(a.issued_view.inbox_contains(id), NAME, || {
+            format!("task {id} handed off before its spool write was issued")
         })?;
         ensure(!a.window.contains(id), NAME, || format!("task {id} handed off again: it was completed recently"))?;
         ensure(!a.outbox.values().any(|r| &r.task == id), NAME, || {
@@ -162,6 +163,18 @@ pub fn no_result_dropped_before_confirm(
     Ok(())
 }
 
+/// No result is published before its task's spool write is durable: the
+/// task was handed off before its insert committed (SPEC §4 "Handoff"), so
+/// a result may exist first, but the broker sees it only once the task is
+/// on disk (a crash before would let the broker deliver it again while the
+/// service already has its result).
+pub fn no_result_before_task_durable(a: &Auditor, task: &TaskId) -> Result<(), Violation> {
+    const NAME: &str = "no_result_before_task_durable";
+    ensure(a.durable_tasks.contains(task), NAME, || {
+        format!("published the result of task {task} before the task's spool write was committed")
+    })
+}
+
 /// Publishes go on a live publishing channel with consecutive confirm tags,
 /// to `results` under the endpoint's key, carry a valid result of this
 /// endpoint, and only of a result the spool holds durably.
@@ -190,6 +203,7 @@ pub fn no_publish_before_durable(
         Err(m) => return ensure(false, NAME, || format!("published an invalid result: {m}")),
     };
     ensure(received.sender == a.endpoint, NAME, || format!("published a result of {}", received.sender))?;
+    no_result_before_task_durable(a, &received.result.task)?;
     let durable = a.durable_view.snapshot();
     ensure(durable.outbox.iter().any(|r| r.result == received.result), NAME, || {
         format!("published the result of task {} before its completion was committed", received.result.task)

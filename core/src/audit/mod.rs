@@ -17,15 +17,18 @@
 //! - `no_ack_before_durable`: an ack covers only tasks whose insert the spool
 //!   reported committed; `reject_only_malformed`: a reject only deliveries
 //!   that are not tasks;
-//! - `no_second_handoff`: a task is handed off only once durable, and not
-//!   again while it is in the inbox, the window of recently completed ids,
-//!   or its result is in the outbox; recovered tasks only at start;
+//! - `no_second_handoff`: a task is handed off only once its spool write is
+//!   issued (before it is durable), and not again while it is in the inbox,
+//!   the window of recently completed ids, or its result is in the outbox;
+//!   recovered tasks only at start;
 //! - `no_result_dropped_before_confirm`: a result leaves the outbox only
 //!   while the broker's ack of a publish of that same result is handled,
 //!   and not if the broker returned it;
 //! - `no_publish_before_durable`: results are published only once their
 //!   completion is committed, to `results` with the endpoint's key, with
 //!   confirm tags counting from 1;
+//! - `no_result_before_task_durable`: a result is published only once its
+//!   task's spool write is committed too;
 //! - `spool_accepts_every_write`: writes are numbered without gaps, form a
 //!   valid history for [`MemorySpool`](crate::MemorySpool), and the spool
 //!   never refuses one;

@@ -80,7 +80,7 @@ pub struct Auditor {
 impl Auditor {
     /// An auditor for a lane built from `cfg` and `snapshot`.
     pub fn new(cfg: &Config, snapshot: &SpoolSnapshot) -> Self {
-        let mut durable_tasks: BTreeSet<TaskId> = snapshot.inbox.iter().map(|t| t.task.id.clone()).collect();
+        let mut durable_tasks: BTreeSet<TaskId> = snapshot.inbox.iter().map(|t| t.id.clone()).collect();
         durable_tasks.extend(snapshot.completed.iter().cloned());
         durable_tasks.extend(snapshot.outbox.iter().map(|r| r.result.task.clone()));
         let mut a = Self {

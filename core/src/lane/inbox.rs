@@ -6,21 +6,16 @@ use std::collections::VecDeque;
 use crate::config::Config;
 use crate::idmap::{id_hasher, IdMap};
 use crate::ids::{TaskId, WriteSeq};
-use crate::message::Task;
-use crate::spool::SpoolSnapshot;
+use crate::spool::{SpoolSnapshot, TaskMeta};
 use crate::window::DedupWindow;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum TaskState {
-    /// Insert issued, not yet committed.
-    Writing(WriteSeq),
-    /// Committed and handed to the application.
-    HandedOff,
-}
-
+/// An inbox task, handed off to the application as soon as its insert is
+/// issued (SPEC §4 "Handoff").
 #[derive(Debug)]
 struct Entry {
-    state: TaskState,
+    /// The write that inserted it (`WriteSeq(0)` for a task of the
+    /// snapshot): the task is durable once that write is committed.
+    write: WriteSeq,
     bytes: u64,
 }
 
@@ -37,8 +32,8 @@ pub(super) enum Known {
 pub(super) struct Inbox {
     /// Looked up by id, never iterated (its order reaches no output).
     tasks: IdMap<Entry>,
-    /// Inserted tasks waiting for their commit before hand-off, in order.
-    awaiting_commit: VecDeque<(WriteSeq, Task)>,
+    /// Inserts not yet committed, in order (to count the tasks spooled).
+    awaiting_commit: VecDeque<WriteSeq>,
     completed: DedupWindow,
     next_arrival: u64,
     /// Entries (inbox plus outbox) and payload bytes the spool holds.
@@ -61,9 +56,8 @@ impl Inbox {
             max_spooled_bytes: cfg.max_spooled_bytes,
         };
         for t in &snap.inbox {
-            let bytes = t.task.body.len() as u64;
-            inbox.tasks.insert(t.task.id.clone(), Entry { state: TaskState::HandedOff, bytes });
-            inbox.occupy(bytes);
+            inbox.tasks.insert(t.id.clone(), Entry { write: WriteSeq(0), bytes: t.size });
+            inbox.occupy(t.size);
         }
         for r in &snap.outbox {
             inbox.occupy(r.result.body.len() as u64);
@@ -75,10 +69,11 @@ impl Inbox {
         self.tasks.len()
     }
 
-    /// Whether `id` is already known, and what an ack of it waits for.
-    pub(super) fn known(&self, id: &TaskId) -> Option<Known> {
+    /// Whether `id` is already known, and what an ack of it waits for, with
+    /// writes up to `committed` durable.
+    pub(super) fn known(&self, id: &TaskId, committed: WriteSeq) -> Option<Known> {
         match self.tasks.get(id) {
-            Some(Entry { state: TaskState::Writing(seq), .. }) => Some(Known::Writing(*seq)),
+            Some(Entry { write, .. }) if *write > committed => Some(Known::Writing(*write)),
             Some(_) => Some(Known::Durable),
             None if self.completed.contains(id) => Some(Known::Durable),
             None => None,
@@ -92,39 +87,37 @@ impl Inbox {
             || (self.spooled < self.max_spooled && self.spooled_bytes.saturating_add(bytes) <= self.max_spooled_bytes)
     }
 
-    /// Records an insert; returns the task's arrival position.
-    pub(super) fn insert(&mut self, seq: WriteSeq, task: Task) -> u64 {
-        let bytes = task.body.len() as u64;
-        self.tasks.insert(task.id.clone(), Entry { state: TaskState::Writing(seq), bytes });
-        self.awaiting_commit.push_back((seq, task));
-        self.occupy(bytes);
+    /// Records an insert, by write `seq`, of task `id` with a body of
+    /// `bytes`; returns what the hand-off names.
+    pub(super) fn insert(&mut self, seq: WriteSeq, id: &TaskId, bytes: u64) -> TaskMeta {
         let arrival = self.next_arrival;
         self.next_arrival += 1;
-        arrival
+        self.tasks.insert(id.clone(), Entry { write: seq, bytes });
+        self.awaiting_commit.push_back(seq);
+        self.occupy(bytes);
+        TaskMeta { arrival, id: id.clone(), size: bytes }
     }
 
-    /// Tasks whose insert is now committed, in order, marked handed off.
-    pub(super) fn committed(&mut self, upto: WriteSeq) -> Vec<Task> {
-        let mut ready = Vec::new();
-        while self.awaiting_commit.front().is_some_and(|(seq, _)| *seq <= upto) {
-            let (_, task) = self.awaiting_commit.pop_front().expect("front checked");
-            if let Some(e) = self.tasks.get_mut(&task.id) {
-                e.state = TaskState::HandedOff;
-            }
-            ready.push(task);
+    /// How many inserts are now committed (by writes up to `upto`).
+    pub(super) fn committed(&mut self, upto: WriteSeq) -> u64 {
+        let mut n = 0;
+        while self.awaiting_commit.front().is_some_and(|seq| *seq <= upto) {
+            self.awaiting_commit.pop_front();
+            n += 1;
         }
-        ready
+        n
     }
 
-    pub(super) fn state(&self, id: &TaskId) -> Option<TaskState> {
-        self.tasks.get(id).map(|e| e.state)
+    /// Whether the inbox holds `id` (every inbox task is handed off).
+    pub(super) fn contains(&self, id: &TaskId) -> bool {
+        self.tasks.contains_key(id)
     }
 
     /// Moves `id` out of the inbox into the completed window (its result,
     /// of `result_bytes`, now occupies the spool instead). Returns the id
     /// that leaves the window, if any.
     pub(super) fn complete(&mut self, id: &TaskId, result_bytes: u64) -> Option<TaskId> {
-        let e = self.tasks.remove(id).expect("caller checked the task is handed off");
+        let e = self.tasks.remove(id).expect("caller checked the inbox holds the task");
         self.release(e.bytes);
         self.occupy(result_bytes);
         self.completed.insert(id.clone())

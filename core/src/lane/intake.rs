@@ -1,5 +1,5 @@
-//! Deliveries on the consuming channel: judge, dedup, spool, hold under
-//! backpressure, and ack in groups once the spool has committed.
+//! Deliveries on the consuming channel: judge, dedup, spool and hand off,
+//! hold under backpressure, and ack in groups once the spool has committed.
 //!
 //! Each unsettled delivery waits on a [`Gate`]. The ack point advances over
 //! the longest prefix of open gates and is sent as one `multiple=true` ack,
@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use crate::ids::{ChannelId, DeliveryTag, WriteSeq};
 use crate::message::{decode_task, RawMessage, Task, TaskLimits};
-use crate::output::{Amqp, Event, Output};
+use crate::output::{Amqp, Event, Handoff, Output};
 use crate::spool::{SpoolOp, StoredTask};
 
 use super::inbox::Known;
@@ -128,7 +128,13 @@ impl Lane {
     /// second result for one task id into the outbox, and a return or
     /// confirm of one publish could not say which of the two it meant.
     fn admit(&mut self, tag: u64, task: &Task) -> bool {
-        let known = self.inbox.known(&task.id).or_else(|| self.outbox.holds(&task.id).then_some(Known::Durable));
+        // A task completed before its insert was committed (it was handed off
+        // at once) is durable only once its completion is.
+        let known = match self.outbox.completing(&task.id) {
+            Some(write) => Some(Known::Writing(write)),
+            None => self.inbox.known(&task.id, WriteSeq(self.committed)),
+        };
+        let known = known.or_else(|| self.outbox.holds(&task.id).then_some(Known::Durable));
         let gate = match known {
             Some(known) => {
                 self.counters.duplicates_dropped += 1;
@@ -141,9 +147,15 @@ impl Lane {
             None if self.inbox.has_room(task.body.len() as u64) && self.disk_has_room(task.body.len() as u64) => {
                 self.disk_admitted(task.body.len() as u64);
                 let seq = WriteSeq(self.issued + 1);
-                let arrival = self.inbox.insert(seq, task.clone());
-                let written = self.write(SpoolOp::Insert(StoredTask { arrival, task: task.clone() }));
+                let meta = self.inbox.insert(seq, &task.id, task.body.len() as u64);
+                let written = self.write(SpoolOp::Insert(StoredTask { arrival: meta.arrival, task: task.clone() }));
                 debug_assert_eq!(written, seq);
+                // Handed off as its write is issued, so the application
+                // starts at once instead of after the fsync; the ack waits
+                // for the commit (the gate), and so does the result's
+                // publish (SPEC §4 "Handoff").
+                self.counters.handed_off += 1;
+                self.out.push_back(Output::Handoff(Handoff { task: meta, recovered: false }));
                 Gate::Write(seq)
             }
             None => return false,

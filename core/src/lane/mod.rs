@@ -27,7 +27,7 @@ use crate::error::{ConfigError, UsageError};
 use crate::input::Input;
 use crate::output::{Event, Handoff, Output, Status};
 use crate::rng::SplitMix64;
-use crate::spool::{SpoolOp, SpoolSnapshot, SpoolWrite};
+use crate::spool::{SpoolOp, SpoolSnapshot, SpoolWrite, TaskMeta};
 use crate::WriteSeq;
 
 use crate::addresses::Rounds;
@@ -74,6 +74,10 @@ pub struct Lane {
     /// `Event::ShutdownIncomplete` was emitted.
     shutdown_reported: bool,
     inbox: Inbox,
+    /// Tasks of the spool at start not yet polled as recovered handoffs:
+    /// they come out before any other output, one by one, so a big spool
+    /// costs no output queue of its size.
+    recovered: VecDeque<TaskMeta>,
     intake: Intake,
     outbox: Outbox,
     reports: Reports,
@@ -106,16 +110,15 @@ impl Lane {
             shutdown: None,
             shutdown_reported: false,
             inbox: Inbox::new(&cfg, &snapshot),
+            recovered: VecDeque::new(),
             intake: Intake::default(),
             outbox: Outbox::new(&cfg, &snapshot),
             reports: Reports::default(),
             now,
             cfg,
         };
-        for stored in snapshot.inbox {
-            lane.counters.handed_off += 1;
-            lane.out.push_back(Output::Handoff(Handoff { task: stored.task, recovered: true }));
-        }
+        lane.counters.handed_off += snapshot.inbox.len() as u64;
+        lane.recovered = VecDeque::from(snapshot.inbox);
         lane.connect(now);
         lane.out.push_back(Output::Event(Event::Status(Status::Connecting)));
         Ok(lane)
@@ -200,6 +203,12 @@ impl Lane {
     /// input or [`Lane::poll_timeout`].
     #[must_use]
     pub fn poll(&mut self) -> Option<Output> {
+        if let Some(task) = self.recovered.pop_front() {
+            if self.recovered.is_empty() {
+                self.recovered = VecDeque::new(); // its buffer is the snapshot's size
+            }
+            return Some(Output::Handoff(Handoff { task, recovered: true }));
+        }
         self.out.pop_front()
     }
 
@@ -273,11 +282,7 @@ impl Lane {
         if self.spool_stalled.take().is_some() {
             self.refresh_spool_full();
         }
-        for task in self.inbox.committed(upto) {
-            self.counters.spooled += 1;
-            self.counters.handed_off += 1;
-            self.out.push_back(Output::Handoff(Handoff { task, recovered: false }));
-        }
+        self.counters.spooled += self.inbox.committed(upto);
         self.outbox.committed(upto);
         self.advance_acks();
         self.pump(now);

@@ -18,7 +18,6 @@ use crate::message::{encode_result, ResultStatus, TaskResult};
 use crate::output::{Amqp, Event, Output};
 use crate::spool::{SpoolOp, SpoolSnapshot};
 
-use super::inbox::TaskState;
 use super::Lane;
 
 /// The broker's exchange for results.
@@ -94,6 +93,12 @@ impl Outbox {
         self.by_task.contains_key(task)
     }
 
+    /// The write recording `task`'s result, while it is not committed.
+    pub(super) fn completing(&self, task: &TaskId) -> Option<WriteSeq> {
+        let seq = self.by_task.get(task)?;
+        self.committing.iter().find(|(_, s)| s == seq).map(|(write, _)| *write)
+    }
+
     /// Results whose completing write is now committed become publishable.
     pub(super) fn committed(&mut self, upto: WriteSeq) {
         while self.committing.front().is_some_and(|(w, _)| *w <= upto) {
@@ -150,10 +155,12 @@ impl Outbox {
 impl Lane {
     /// A result may be recorded only for a task handed off and not completed.
     pub(super) fn check_complete(&self, task: &TaskId) -> Result<(), UsageError> {
-        match self.inbox.state(task) {
-            None => Err(UsageError::UnknownTask(task.clone())),
-            Some(TaskState::Writing(_)) => Err(UsageError::NotHandedOff(task.clone())),
-            Some(TaskState::HandedOff) => Ok(()),
+        // Every inbox task is handed off, its insert committed or not: a
+        // result may be recorded at once (its publish waits for both writes).
+        if self.inbox.contains(task) {
+            Ok(())
+        } else {
+            Err(UsageError::UnknownTask(task.clone()))
         }
     }
 

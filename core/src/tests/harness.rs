@@ -119,6 +119,8 @@ pub struct Spool {
 
 #[derive(Debug, Default)]
 pub struct App {
+    /// Handed off, not yet completed, with the bodies the application read
+    /// from the spool when it took them.
     pub waiting: VecDeque<Task>,
     pub auto_complete: bool,
     /// Handed off in this spool lifetime (reset by a crash).
@@ -226,10 +228,9 @@ impl World {
             self.now = self.now.max(due);
         }
         self.now += extra;
-        let writing = self.spool.pending.iter().find_map(|w| match &w.op {
-            SpoolOp::Insert(t) if !self.spool.durable.inbox_contains(&t.task.id) => Some(t.task.id.clone()),
-            _ => None,
-        });
+        // A task completed already (its result in the outbox or gone), so
+        // no longer the application's to complete.
+        let done = self.spool.durable.snapshot().completed.last().cloned();
         let beyond = WriteSeq(self.lane.last_write().0 + 1);
         let input = match kind % 5 {
             0 => Input::Complete {
@@ -240,7 +241,7 @@ impl World {
             1 => Input::SpoolCommitted { upto: beyond },
             2 => Input::Connected { conn: ConnId(u64::MAX) },
             3 => Input::SpoolRefused { seq: beyond, reason: "no such write".into() },
-            _ => match writing {
+            _ => match done.filter(|t| !self.app.handed.contains(t)) {
                 Some(task) => Input::Complete { task, status: ResultStatus::Failed, body: Bytes::new() },
                 None => Input::SpoolRefused { seq: WriteSeq(0), reason: "no such write".into() },
             },
@@ -265,8 +266,18 @@ impl World {
                 Output::Amqp(cmd) => self.amqp(cmd),
                 Output::Spool(w) => self.spool.pending.push(w),
                 Output::Handoff(h) => {
+                    // The application takes it at once: its body comes
+                    // from the spool, by its arrival position (from the
+                    // write on its way when it is not committed yet).
+                    let pending = self.spool.pending.iter().find_map(|w| match &w.op {
+                        SpoolOp::Insert(t) if t.arrival == h.task.arrival => Some(t.task.clone()),
+                        _ => None,
+                    });
+                    let task = pending.or_else(|| self.spool.durable.task(h.task.arrival).cloned());
+                    let task = task.unwrap_or_else(|| panic!("handed off {:?}, which the spool does not hold", h.task));
+                    assert_eq!((&task.id, task.body.len() as u64), (&h.task.id, h.task.size), "handoff of {h:?}");
                     self.app.handed.insert(h.task.id.clone());
-                    self.app.waiting.push_back(h.task);
+                    self.app.waiting.push_back(task);
                 }
                 Output::Event(e) => self.events.push(e),
             }
@@ -583,7 +594,7 @@ pub fn check_nothing_lost(w: &World) {
     let results = w.distinct_results();
     let snap = w.spool.durable.snapshot();
     let spooled: BTreeSet<&TaskId> =
-        snap.inbox.iter().map(|t| &t.task.id).chain(snap.outbox.iter().map(|r| &r.result.task)).collect();
+        snap.inbox.iter().map(|t| &t.id).chain(snap.outbox.iter().map(|r| &r.result.task)).collect();
     let at_broker: BTreeSet<TaskId> =
         w.broker.queue.iter().chain(w.broker.consumer.unacked.values()).filter_map(Msg::id).collect();
     for id in &w.submitted {

@@ -35,7 +35,7 @@ fn nothing_is_acked_before_the_commit_and_a_commit_is_one_multiple_ack() {
     }
     w.drive();
     assert!(w.acks().is_empty(), "acked before any commit: {:?}", w.acks());
-    assert!(w.app.waiting.is_empty(), "handed off before the commit");
+    assert_eq!(w.app.waiting.len(), 5, "handed off as their writes are issued, before the commit");
     assert_eq!(w.spool.pending.len(), 5);
     w.commit();
     w.drive();
@@ -441,16 +441,22 @@ fn misuse_is_an_error_and_changes_nothing() {
 }
 
 #[test]
-fn completing_before_the_commit_is_refused() {
+fn a_task_completed_before_its_commit_is_published_only_once_both_writes_are_durable() {
     let mut w = World::new(cfg());
     w.spool.auto_commit = false;
+    w.app.auto_complete = false;
     w.submit("a");
     w.drive();
-    let now = w.now;
-    let err = w
-        .lane
-        .handle(now, Input::Complete { task: TaskId::new("a").unwrap(), status: ResultStatus::Ok, body: Bytes::new() });
-    assert_eq!(err, Err(UsageError::NotHandedOff(TaskId::new("a").unwrap())));
+    assert_eq!(w.app.waiting.len(), 1, "handed off as its write is issued");
+    assert!(w.complete_one(), "the application completes it at once");
+    w.drive();
+    let published = |w: &World| w.commands.iter().filter(|c| matches!(c, Amqp::Publish { .. })).count();
+    assert_eq!(w.spool.pending.len(), 2, "the insert and the completion, neither committed");
+    assert_eq!((published(&w), w.acks().len()), (0, 0), "no publish and no ack before the commit");
+    w.commit();
+    w.drive();
+    assert_eq!((published(&w), w.acks().len()), (1, 1), "published and acked once both writes are durable");
+    assert_eq!(w.broker.results.len(), 1, "the broker has the result");
 }
 
 #[test]
@@ -594,4 +600,19 @@ fn connection_attempts_go_round_the_addresses_and_back_off_after_a_full_round() 
     let (_, address) = connect(&mut lane, now, lost).expect("a session that lasted owes no backoff");
     assert_eq!(address, 1, "a lost node is left for the next one");
     assert_eq!(lane.address(), Some(1));
+}
+
+#[test]
+fn the_auditor_refuses_a_result_of_a_task_not_yet_durable() {
+    let t = TaskId::new("t").unwrap();
+    let fresh = audit::Auditor::new(&cfg(), &SpoolSnapshot::default());
+    let v = audit::no_result_before_task_durable(&fresh, &t).unwrap_err();
+    assert_eq!(v.invariant, "no_result_before_task_durable");
+    let snap = SpoolSnapshot {
+        inbox: vec![TaskMeta { arrival: 0, id: t.clone(), size: 1 }],
+        arrival_counter: 1,
+        ..Default::default()
+    };
+    let durable = audit::Auditor::new(&cfg(), &snap);
+    assert_eq!(audit::no_result_before_task_durable(&durable, &t), Ok(()));
 }

@@ -84,7 +84,7 @@ impl SnapshotDraw {
             let bit = 1u8 << i;
             if self.inbox & bit != 0 {
                 let task = Task { id: pool_id(i), kind: None, body: Bytes::from(format!("stored {i}")) };
-                snap.inbox.push(StoredTask { arrival: snap.inbox.len() as u64 * 2, task });
+                snap.inbox.push(StoredTask { arrival: snap.inbox.len() as u64 * 2, task }.meta());
             } else if self.outbox & bit != 0 {
                 let result = TaskResult { task: pool_id(i), status: ResultStatus::Ok, body: Bytes::from("done") };
                 snap.outbox.push(StoredResult { seq: OutboxSeq(snap.outbox.len() as u64 + 3), result });

@@ -191,12 +191,15 @@ fn through_a_lane(cfg: Config, raw: RawMessage, verdict: Result<tasklane_core::T
             assert_eq!(rig.lane.counters().rejected, 1);
         }
         Ok(task) => {
+            // Spooled and handed off at once (SPEC §4 "Handoff"); nothing is
+            // acked before the commit.
             assert!(
-                matches!(out.as_slice(), [Output::Spool(w)] if matches!(&w.op, SpoolOp::Insert(t) if t.task == task)),
-                "an accepted task is spooled and nothing else happens before the commit: {out:?}"
+                matches!(out.as_slice(), [Output::Spool(w), Output::Handoff(h)]
+                    if matches!(&w.op, SpoolOp::Insert(t) if t.task == task && t.meta() == h.task)),
+                "an accepted task is spooled and handed off, and nothing else happens before the commit: {out:?}"
             );
             let out = rig.commit_all().expect("commit of issued writes");
-            assert!(out.iter().any(|o| matches!(o, Output::Handoff(h) if h.task == task)), "no hand-off: {out:?}");
+            assert!(!out.iter().any(|o| matches!(o, Output::Handoff(_))), "a second hand-off: {out:?}");
             assert!(out.contains(&Output::Amqp(Amqp::Ack { tag: DeliveryTag { channel, tag: 1 }, multiple: true })));
             let out = rig.feed(deliver(2)).expect("a delivery is never misuse");
             assert_eq!(

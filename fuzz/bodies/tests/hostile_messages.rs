@@ -9,7 +9,7 @@ use tasklane_core::message::{ENDPOINT_HEADER, KIND_HEADER, STATUS_HEADER};
 use tasklane_core::service::{ResultIntake, Verdict};
 use tasklane_core::{
     encode_result, encode_task, Amqp, ChannelId, Config, DeliveryTag, EndpointId, Event, HeaderValue, Input, Malformed,
-    Output, RawMessage, ResultStatus, SpoolSnapshot, Status, Task, TaskId, TaskLimits, TaskResult,
+    Output, RawMessage, ResultStatus, SpoolOp, SpoolSnapshot, SpoolWrite, Status, Task, TaskId, TaskLimits, TaskResult,
 };
 use tasklane_fuzz::rig::Rig;
 
@@ -78,14 +78,22 @@ impl Endpoint {
         reason.clone()
     }
 
+    /// Delivers `message`; expects it spooled and handed off, and returns
+    /// the task as the spool write holds it (what the application reads).
     fn accepted(&mut self, message: RawMessage) -> Task {
         let out = self.deliver(message);
-        let handed: Vec<&Task> =
+        let handed: Vec<_> =
             out.iter().filter_map(|o| if let Output::Handoff(h) = o { Some(&h.task) } else { None }).collect();
         assert_eq!(handed.len(), 1, "{out:?}");
         let tag = DeliveryTag { channel: self.channel, tag: self.tag };
         assert!(out.contains(&Output::Amqp(Amqp::Ack { tag, multiple: true })), "{out:?}");
-        handed[0].clone()
+        let stored = out.iter().find_map(|o| match o {
+            Output::Spool(SpoolWrite { op: SpoolOp::Insert(t), .. }) if t.arrival == handed[0].arrival => Some(t),
+            _ => None,
+        });
+        let stored = stored.unwrap_or_else(|| panic!("handed off {:?} without spooling it: {out:?}", handed[0]));
+        assert_eq!(&stored.meta(), handed[0]);
+        stored.task.clone()
     }
 }
 

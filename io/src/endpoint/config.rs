@@ -168,7 +168,7 @@ impl super::Endpoint {
         let (inbox, outbox) = (opened.snapshot.inbox.len(), opened.snapshot.outbox.len());
         span.in_scope(|| tracing::info!(urls = %urls.join(","), inbox, outbox, "endpoint opened"));
         let broker = super::rabbitmq::AmqprsBroker { brokers };
-        let spool = super::lmdb::LmdbSpoolPort::new(opened.writer, opened.reports);
+        let spool = super::lmdb::LmdbSpoolPort::new(opened.writer, opened.reader, opened.reports);
         let (mut endpoint, driver) = Self::start(lane_cfg, opened.snapshot, broker, spool, observer)?;
         endpoint.corrupt = opened.corrupt;
         tokio::spawn(tracing::Instrument::instrument(driver, span));

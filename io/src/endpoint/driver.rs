@@ -6,11 +6,14 @@
 //! nothing: when to ack, publish, retry, reconnect or stop is the lane's
 //! business, and the adapters behind the ports only translate.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use tasklane_core::{
-    Amqp, ConnId, Counters, Event, Input, Lane, Output, ResultStatus, SpoolSnapshot, Status, Task, TaskId, UsageError,
+    Amqp, ConnId, Counters, Event, Input, Lane, Output, ResultStatus, SpoolOp, SpoolSnapshot, Status, Task, TaskId,
+    UsageError, WriteSeq,
 };
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -20,6 +23,10 @@ use super::SpoolDepths;
 /// Inputs handled in one go before the watches are refreshed: a burst of
 /// deliveries costs one watch update, not one per task.
 const BATCH: usize = 256;
+/// Tasks read from the spool ahead of the application's takes: the bodies
+/// in memory on their way to the application are this many at most, however
+/// many tasks wait in the spool (SPEC §4 "Memory").
+pub(super) const TAKE_AHEAD: usize = 4;
 /// How far past its grace a spool port's close may run before the driver
 /// stops waiting for it (the port's contract is to end within the grace).
 const SPOOL_CLOSE_SLACK: Duration = Duration::from_millis(100);
@@ -28,6 +35,41 @@ const SPOOL_CLOSE_SLACK: Duration = Duration::from_millis(100);
 pub(super) enum AppCmd {
     Complete { task: TaskId, status: ResultStatus, body: bytes::Bytes, reply: oneshot::Sender<Result<(), UsageError>> },
     Shutdown,
+}
+
+/// Arrival positions in hand-off order, kept as runs `[start, end)`.
+#[derive(Debug, Default)]
+pub(super) struct Handoffs(VecDeque<(u64, u64)>);
+
+impl Handoffs {
+    fn push_back(&mut self, arrival: u64) {
+        match self.0.back_mut() {
+            Some((_, end)) if *end == arrival => *end += 1,
+            _ => self.0.push_back((arrival, arrival + 1)),
+        }
+    }
+
+    fn front(&self) -> Option<u64> {
+        self.0.front().map(|&(start, _)| start)
+    }
+
+    fn pop_front(&mut self) -> Option<u64> {
+        let (start, end) = self.0.front_mut()?;
+        let arrival = *start;
+        *start += 1;
+        if start == end {
+            self.0.pop_front();
+        }
+        Some(arrival)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
 }
 
 /// The lane's time: tokio's clock (simulated under turmoil), as the `std`
@@ -53,7 +95,16 @@ pub(super) struct Driver<B: BrokerPort, S: SpoolPort, O: Observer> {
     pub sinks: BrokerSinks,
     pub inputs: mpsc::UnboundedReceiver<Input>,
     pub app: mpsc::UnboundedReceiver<AppCmd>,
-    pub tasks: mpsc::UnboundedSender<Task>,
+    /// To the application, which pulls: bounded by [`TAKE_AHEAD`].
+    pub tasks: mpsc::Sender<Task>,
+    /// Tasks handed off and not yet read for the application, by arrival
+    /// position, in hand-off order, as runs of consecutive positions: a
+    /// backlog of handed-off tasks costs next to nothing here.
+    pub handoffs: Handoffs,
+    /// Inserts issued and not yet committed, by arrival position: their
+    /// bodies, for a task taken before its write is durable (they are in
+    /// the spool's queue anyway).
+    pub uncommitted: BTreeMap<u64, (WriteSeq, Task)>,
     pub watches: Watches,
     /// Told when the driver has stopped.
     pub done: oneshot::Sender<()>,
@@ -66,16 +117,24 @@ impl<B: BrokerPort, S: SpoolPort, O: Observer> Driver<B, S, O> {
     /// handle dropped).
     pub async fn run(mut self, spool_inputs: InputSink, snapshot: Option<SpoolSnapshot>) {
         self.spool.start(spool_inputs);
-        let first: Vec<Output> = std::iter::from_fn(|| self.lane.poll()).collect();
         if let Some(snapshot) = snapshot.filter(|_| O::ACTIVE) {
+            let first: Vec<Output> = std::iter::from_fn(|| self.lane.poll()).collect();
             self.observer.started(&self.lane, &snapshot, &first);
+            self.execute(first);
+        } else {
+            // Without an observer, one by one: a spool of a million tasks
+            // makes a million recovered handoffs, never a list of them.
+            while let Some(out) = self.lane.poll() {
+                self.execute_one(out);
+            }
         }
-        self.execute(first);
         let mut app_open = true;
         let mut stopping_since = None;
         while !self.lane.is_drained() {
+            self.hand_over();
             self.publish_state();
             let timer = self.lane.poll_timeout().map(Instant::from_std);
+            let room = self.tasks.clone();
             let woke = tokio::select! {
                 biased;
                 Some(input) = self.inputs.recv() => Some(input),
@@ -84,6 +143,9 @@ impl<B: BrokerPort, S: SpoolPort, O: Observer> Driver<B, S, O> {
                     stopping_since = stopping_since.or((!app_open).then(Instant::now));
                     None
                 }
+                // Room for a task the application has not taken: the
+                // permit is given back at once, `hand_over` takes it.
+                _ = room.reserve(), if !self.handoffs.is_empty() => None,
                 _ = sleep_until(timer) => Some(Input::Timeout),
             };
             if let Some(input) = woke {
@@ -115,8 +177,66 @@ impl<B: BrokerPort, S: SpoolPort, O: Observer> Driver<B, S, O> {
         }
     }
 
+    /// Reads handed-off tasks from the spool for the application while it
+    /// has room for them.
+    fn hand_over(&mut self) {
+        while let Some(arrival) = self.handoffs.front() {
+            let permit = match self.tasks.clone().try_reserve_owned() {
+                Ok(permit) => permit,
+                Err(TrySendError::Full(_)) => return,
+                Err(TrySendError::Closed(_)) => {
+                    // The application is gone: nobody takes them (they stay
+                    // in the inbox and come again after a restart).
+                    self.handoffs.clear();
+                    return;
+                }
+            };
+            self.handoffs.pop_front();
+            if let Some(task) = self.read_task(arrival) {
+                permit.send(task);
+            }
+        }
+    }
+
+    /// The body of the task at `arrival`: from the queued insert while its
+    /// write is not committed, else from the spool.
+    fn read_task(&mut self, arrival: u64) -> Option<Task> {
+        if let Some((_, task)) = self.uncommitted.get(&arrival) {
+            return Some(task.clone());
+        }
+        match self.spool.task(arrival) {
+            Ok(Some(task)) => Some(task),
+            Ok(None) => {
+                // Completed (by id) before the application took it.
+                tracing::debug!(arrival, "a handed-off task left the inbox before it was taken");
+                None
+            }
+            Err(e) => {
+                tracing::error!(
+                    arrival,
+                    "cannot read a handed-off task from the spool: {e}; it is handed off again after a restart"
+                );
+                None
+            }
+        }
+    }
+
+    /// The spool committed every write up to `upto`: the bodies of those
+    /// inserts are read from the spool from now on.
+    fn forget_committed(&mut self, upto: WriteSeq) {
+        while let Some(entry) = self.uncommitted.first_entry() {
+            if entry.get().0 > upto {
+                break;
+            }
+            entry.remove();
+        }
+    }
+
     /// `handle` one input, then carry out everything the lane asks for.
     fn feed(&mut self, input: Input) -> Result<(), UsageError> {
+        if let Input::SpoolCommitted { upto } = &input {
+            self.forget_committed(*upto);
+        }
         let now = now();
         if !O::ACTIVE {
             let result = self.lane.handle(now, input);
@@ -166,12 +286,17 @@ impl<B: BrokerPort, S: SpoolPort, O: Observer> Driver<B, S, O> {
                 Some((_, c)) => c.execute(op),
                 None => tracing::debug!(?op, "AMQP command without a connection"),
             },
-            Output::Spool(write) => self.spool.write(write),
+            Output::Spool(write) => {
+                if let SpoolOp::Insert(t) = &write.op {
+                    self.uncommitted.insert(t.arrival, (write.seq, t.task.clone()));
+                }
+                self.spool.write(write)
+            }
             Output::Handoff(h) => {
                 if h.recovered {
-                    tracing::debug!(task = %h.task.id, "handing off a task recovered from the spool");
+                    tracing::trace!(task = %h.task.id, "handing off a task recovered from the spool");
                 }
-                let _ = self.tasks.send(h.task);
+                self.handoffs.push_back(h.task.arrival);
             }
             Output::Event(event) => self.report(event),
         }
@@ -258,5 +383,25 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Handoffs;
+
+    #[test]
+    fn handoffs_come_out_in_order_kept_as_runs() {
+        let mut h = Handoffs::default();
+        for a in [3, 4, 5, 9, 10, 2, 3] {
+            h.push_back(a);
+        }
+        assert_eq!(h.0, [(3, 6), (9, 11), (2, 4)]);
+        let mut out = Vec::new();
+        while let Some(a) = h.pop_front() {
+            out.push(a);
+        }
+        assert_eq!(out, vec![3, 4, 5, 9, 10, 2, 3]);
+        assert!(h.is_empty() && h.front().is_none());
     }
 }

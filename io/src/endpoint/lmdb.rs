@@ -4,20 +4,21 @@
 
 use std::time::Duration;
 
-use tasklane_core::{Input, SpoolWrite};
+use tasklane_core::{Input, SpoolWrite, Task};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::ports::{InputSink, SpoolPort};
-use crate::spool::{SpoolReport, SpoolWriter};
+use crate::spool::{SpoolReader, SpoolReport, SpoolWriter};
 
 pub(crate) struct LmdbSpoolPort {
     writer: SpoolWriter,
+    reader: SpoolReader,
     reports: Option<UnboundedReceiver<SpoolReport>>,
 }
 
 impl LmdbSpoolPort {
-    pub(crate) fn new(writer: SpoolWriter, reports: UnboundedReceiver<SpoolReport>) -> Self {
-        Self { writer, reports: Some(reports) }
+    pub(crate) fn new(writer: SpoolWriter, reader: SpoolReader, reports: UnboundedReceiver<SpoolReport>) -> Self {
+        Self { writer, reader, reports: Some(reports) }
     }
 }
 
@@ -57,8 +58,13 @@ impl SpoolPort for LmdbSpoolPort {
         }
     }
 
+    fn task(&mut self, arrival: u64) -> Result<Option<Task>, String> {
+        self.reader.task(arrival).map_err(|e| e.to_string())
+    }
+
     async fn close(self, grace: Duration) {
-        let writer = self.writer;
+        let Self { writer, reader, .. } = self;
+        drop(reader); // the environment closes when the writer is done with it
         let close = tokio::task::spawn_blocking(move || writer.close_within(grace));
         match tokio::time::timeout(grace, close).await {
             Ok(Ok(Ok(()))) => {}

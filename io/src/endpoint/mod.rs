@@ -97,7 +97,7 @@ pub struct SpoolDepths {
 pub struct Endpoint {
     id: EndpointId,
     app: mpsc::UnboundedSender<AppCmd>,
-    tasks: Mutex<mpsc::UnboundedReceiver<Task>>,
+    tasks: Mutex<mpsc::Receiver<Task>>,
     status: watch::Receiver<Status>,
     counters: watch::Receiver<Counters>,
     depths: watch::Receiver<SpoolDepths>,
@@ -128,7 +128,7 @@ impl Endpoint {
         let (inputs_tx, inputs) = InputSink::channel();
         let (connection, connection_rx) = ConnectionWatch::channel();
         let (app_tx, app) = mpsc::unbounded_channel();
-        let (tasks_tx, tasks) = mpsc::unbounded_channel();
+        let (tasks_tx, tasks) = mpsc::channel(driver::TAKE_AHEAD);
         let (status, status_rx) = watch::channel(lane.status().clone());
         let (counters, counters_rx) = watch::channel(*lane.counters());
         let (depths, depths_rx) = watch::channel(SpoolDepths { inbox: lane.inbox_len(), outbox: lane.outbox_len() });
@@ -143,6 +143,8 @@ impl Endpoint {
             inputs,
             app,
             tasks: tasks_tx,
+            handoffs: Default::default(),
+            uncommitted: Default::default(),
             watches: Watches { status, counters, depths, spool_full },
             done: done_tx,
             conn: None,
@@ -164,7 +166,9 @@ impl Endpoint {
     }
 
     /// The next task, in arrival order; `None` once the endpoint has shut
-    /// down. Workers may wait on it concurrently.
+    /// down. Workers may wait on it concurrently. The body is read from the
+    /// spool for this call (a few tasks ahead), so tasks waiting for the
+    /// application take no memory beyond what core keeps of them.
     pub async fn next_task(&self) -> Option<Task> {
         self.tasks.lock().await.recv().await
     }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tasklane_core::{Amqp, ConnId, Counters, Input, Lane, Output, SpoolSnapshot, SpoolWrite, Status, UsageError};
+use tasklane_core::{Amqp, ConnId, Counters, Input, Lane, Output, SpoolSnapshot, SpoolWrite, Status, Task, UsageError};
 use tokio::sync::{mpsc, watch};
 
 /// Where adapters report what happened, as core inputs. Cheap to clone;
@@ -144,6 +144,13 @@ pub trait SpoolPort: 'static {
 
     /// Queues a write. Never blocks.
     fn write(&mut self, write: SpoolWrite);
+
+    /// The inbox task at arrival position `arrival` as the last commit
+    /// left it, body and all; `Ok(None)` when the inbox holds none there.
+    /// The driver reads a task's body here when the application takes the
+    /// task (core keeps no bodies); one short read, never a wait on the
+    /// writer.
+    fn task(&mut self, arrival: u64) -> Result<Option<Task>, String>;
 
     /// Stops: commits what it can within `grace`, then lets go of the
     /// spool (what is not committed by then was never acked).

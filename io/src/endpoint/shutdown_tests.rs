@@ -18,6 +18,8 @@ use crate::amqp::ConnectOptions;
 /// hung disk, its close gives up at the grace it is given.
 struct StalledSpool {
     writes: std::rc::Rc<std::cell::Cell<usize>>,
+    /// What it held at start (its last commit).
+    held: Task,
 }
 
 impl SpoolPort for StalledSpool {
@@ -25,6 +27,10 @@ impl SpoolPort for StalledSpool {
 
     fn write(&mut self, _write: SpoolWrite) {
         self.writes.set(self.writes.get() + 1);
+    }
+
+    fn task(&mut self, arrival: u64) -> Result<Option<Task>, String> {
+        Ok((arrival == 0).then(|| self.held.clone()))
     }
 
     async fn close(self, grace: Duration) {
@@ -53,11 +59,11 @@ async fn shutdown_ends_within_its_grace_with_a_silent_broker_and_a_stalled_spool
     let mut cfg = Config::new(EndpointId::new("ep-shutdown").unwrap());
     cfg.shutdown_grace = Duration::from_secs(2);
     let task = Task { id: TaskId::new("t-1").unwrap(), kind: None, body: Bytes::from_static(b"p") };
-    let snapshot =
-        SpoolSnapshot { inbox: vec![StoredTask { arrival: 0, task }], arrival_counter: 1, ..Default::default() };
+    let stored = StoredTask { arrival: 0, task: task.clone() };
+    let snapshot = SpoolSnapshot { inbox: vec![stored.meta()], arrival_counter: 1, ..Default::default() };
     let broker = AmqprsBroker { brokers: vec![ConnectOptions::parse(&url).unwrap()] };
     let writes = std::rc::Rc::default();
-    let spool = StalledSpool { writes: std::rc::Rc::clone(&writes) };
+    let spool = StalledSpool { writes: std::rc::Rc::clone(&writes), held: task };
     let (endpoint, driver) = Endpoint::start(cfg, snapshot, broker, spool, NoObserver).unwrap();
     let local = tokio::task::LocalSet::new();
     local

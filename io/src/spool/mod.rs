@@ -30,7 +30,7 @@ use tasklane_core::SpoolSnapshot;
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 
 pub use lock::{SpoolLock, LOCK_FILE};
-pub use store::{CorruptRecord, LmdbSpool, RecordKind};
+pub use store::{CorruptRecord, LmdbSpool, RecordKind, SpoolReader, RELEASE_EVERY};
 pub use thread::space;
 pub use writer::{SpoolReport, SpoolWriter, DEFAULT_CLOSE_GRACE};
 
@@ -153,8 +153,10 @@ pub struct OpenedSpool {
     pub writer: SpoolWriter,
     /// Commits, stalls and refusals, in order.
     pub reports: UnboundedReceiver<SpoolReport>,
-    /// What the spool held, for `Lane::new`.
+    /// What the spool held, for `Lane::new` (no bodies).
     pub snapshot: SpoolSnapshot,
+    /// Reads inbox tasks, bodies and all, from the last commit.
+    pub reader: SpoolReader,
     /// Records found damaged, left out of `snapshot` and quarantined.
     pub corrupt: Vec<CorruptRecord>,
 }
@@ -172,8 +174,9 @@ pub fn open(dir: impl AsRef<Path>, opts: &SpoolOptions) -> Result<OpenedSpool, S
         tracing::error!(dir = %dir.as_ref().display(), "{c}");
     }
     let (tx, reports) = mpsc::unbounded_channel();
+    let reader = spool.reader();
     let writer = SpoolWriter::spawn(spool, tx, lock)?;
-    Ok(OpenedSpool { writer, reports, snapshot, corrupt })
+    Ok(OpenedSpool { writer, reports, snapshot, reader, corrupt })
 }
 
 /// What an existing spool holds, for tools (`tasklane spool inspect`,
@@ -181,13 +184,16 @@ pub fn open(dir: impl AsRef<Path>, opts: &SpoolOptions) -> Result<OpenedSpool, S
 /// takes no lock; LMDB keeps readers and the writer apart). Fails with
 /// [`SpoolError::Missing`] rather than creating a spool, and with
 /// [`SpoolError::AlreadyOpen`] when this process has it open.
-pub fn inspect(dir: impl AsRef<Path>) -> Result<(SpoolSnapshot, Vec<CorruptRecord>), SpoolError> {
+///
+/// The spool returned reads the inbox tasks' bodies
+/// ([`LmdbSpool::reader`]); drop it to let go of the spool.
+pub fn inspect(dir: impl AsRef<Path>) -> Result<(SpoolSnapshot, Vec<CorruptRecord>, LmdbSpool), SpoolError> {
     let dir = dir.as_ref();
     if !dir.join("data.mdb").is_file() {
         return Err(SpoolError::Missing(dir.to_path_buf()));
     }
-    let (_spool, snapshot, corrupt) = LmdbSpool::open(dir, &SpoolOptions::default())?;
-    Ok((snapshot, corrupt))
+    let (spool, snapshot, corrupt) = LmdbSpool::open(dir, &SpoolOptions::default())?;
+    Ok((snapshot, corrupt, spool))
 }
 
 #[cfg(test)]

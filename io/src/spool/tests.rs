@@ -54,7 +54,7 @@ pub(super) fn random_op(rng: &mut SplitMix, mem: &MemorySpool) -> SpoolOp {
         }
         4..=6 => {
             let n = match snap.inbox.first() {
-                Some(t) if rng.below(5) != 0 => t.task.id.as_str()[1..].parse().unwrap(),
+                Some(t) if rng.below(5) != 0 => t.id.as_str()[1..].parse().unwrap(),
                 _ => rng.below(pool),
             };
             let next = snap.next_outbox_seq().0 + rng.below(2);
@@ -99,6 +99,12 @@ fn behaves_like_memory_spool_across_batches_and_reopens() {
             let refused = lmdb.apply(&batch).unwrap();
             assert_eq!(refused, expected_refusals, "seed {seed}, write {seq}");
             assert_eq!(lmdb.snapshot().unwrap(), mem.snapshot(), "seed {seed}, write {seq}");
+            for t in mem.snapshot().inbox {
+                if let Some(body) = mem.task(t.arrival) {
+                    let read = lmdb.reader().task(t.arrival).unwrap();
+                    assert_eq!(read.as_ref(), Some(body), "seed {seed}, write {seq}: task {}", t.arrival);
+                }
+            }
             if rng.below(8) == 0 {
                 drop(lmdb);
                 let (again, snap, _) = LmdbSpool::open(dir.path(), &SpoolOptions::default()).unwrap();
@@ -146,7 +152,10 @@ async fn writer_groups_commits_and_reopen_sees_them() {
     assert_eq!(again.snapshot.inbox.len(), 499);
     assert_eq!(again.snapshot.outbox.len(), 1);
     assert_eq!(again.snapshot.completed, vec![id(7)]);
-    assert_eq!(again.snapshot.inbox[0], StoredTask { arrival: 0, task: task(0, 10) });
+    let first = StoredTask { arrival: 0, task: task(0, 10) };
+    assert_eq!(again.snapshot.inbox[0], first.meta());
+    assert_eq!(again.reader.task(0).unwrap(), Some(first.task), "the body is read from disk");
+    assert_eq!(again.reader.task(7).unwrap(), None, "completed: no longer in the inbox");
     again.writer.close().unwrap();
 }
 

@@ -16,7 +16,10 @@ use super::SpoolError;
 /// Most writes in one transaction.
 const MAX_BATCH_WRITES: usize = 4096;
 /// Most payload bytes in one transaction (at least one write always goes).
-const MAX_BATCH_BYTES: usize = 64 << 20;
+/// LMDB holds a transaction's dirty pages in the heap until it commits, so
+/// this bounds what a group costs in memory (SPEC §4 "Memory"); 16 MiB
+/// takes far longer to write than the commit's fsync costs.
+const MAX_BATCH_BYTES: usize = 16 << 20;
 /// Retry delays while stalled.
 const STALL_RETRY_FIRST: Duration = Duration::from_millis(100);
 const STALL_RETRY_MAX: Duration = Duration::from_secs(5);

@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use tasklane_core::{Input, SpoolWrite};
+use tasklane_core::{Input, SpoolWrite, Task};
 use tasklane_io::endpoint::{InputSink, SpoolPort};
 
 use crate::rng::Rng;
@@ -149,6 +149,10 @@ impl SpoolPort for SimSpool {
             }
             queue.borrow_mut().committing = false;
         });
+    }
+
+    fn task(&mut self, arrival: u64) -> Result<Option<Task>, String> {
+        Ok(self.durable.task(arrival))
     }
 
     async fn close(self, _grace: Duration) {

@@ -74,10 +74,15 @@ impl Broker {
     /// Puts `n` persistent tasks of [`BODY_LEN`] bytes in `endpoint`'s queue,
     /// each confirmed by the broker.
     pub async fn prefill(&self, endpoint: &EndpointId, n: usize) -> Result<(), BenchError> {
+        self.prefill_sized(endpoint, n, BODY_LEN).await
+    }
+
+    /// Puts `n` persistent tasks of `size` bytes each in `endpoint`'s queue.
+    pub async fn prefill_sized(&self, endpoint: &EndpointId, n: usize, size: usize) -> Result<(), BenchError> {
         let conn = self.connect().await?;
         let (mut publisher, _) = Publisher::open(&conn).await?;
         let queue = endpoint.task_queue();
-        let body = Bytes::from(vec![b't'; BODY_LEN]);
+        let body = Bytes::from(vec![b't'; size]);
         let messages = (0..n).map(|i| {
             let task = Task { id: TaskId::new(format!("t{i}")).expect("valid"), kind: None, body: body.clone() };
             let raw = encode_task(&task);

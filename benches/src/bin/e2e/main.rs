@@ -5,7 +5,8 @@
 //! scripts/bench.sh                  # this, `e2e rss` and the criterion benches, in one go
 //! cargo run --release -p tasklane-benches --bin e2e                 # the table
 //! cargo run --release -p tasklane-benches --bin e2e -- --tasks 5000 --rounds 1   # a quick look
-//! cargo run --release -p tasklane-benches --bin e2e -- rss          # peak RSS, 1,000,000 spooled tasks
+//! cargo run --release -p tasklane-benches --bin e2e -- rss          # peak RSS, 1,000,000 spooled tasks of 256 B
+//! cargo run --release -p tasklane-benches --bin e2e -- rss --tasks 10000 --size 65536 --json target/bench-rss-64k.json
 //! ```
 //!
 //! Every scenario runs in its own freshly provisioned endpoint queue inside
@@ -84,6 +85,9 @@ enum Cmd {
         /// Tasks in the spool.
         #[arg(long, default_value_t = 1_000_000)]
         tasks: usize,
+        /// Body size of each task, in bytes.
+        #[arg(long, default_value_t = BODY_LEN)]
+        size: usize,
         /// Where the JSON goes.
         #[arg(long, default_value = "target/bench-rss.json")]
         json: PathBuf,
@@ -173,7 +177,7 @@ async fn main() {
     let work = async move {
         match args.cmd.take() {
             None => run(args).await,
-            Some(Cmd::Rss { tasks, json }) => run_rss(tasks, json).await,
+            Some(Cmd::Rss { tasks, size, json }) => run_rss(tasks, size, json).await,
             Some(Cmd::RssIntake(c)) => rss::intake_child(&c.url, &c.endpoint, c.spool, c.tasks).await,
             Some(Cmd::RssReopen(c)) => rss::reopen_child(&c.url, &c.endpoint, c.spool, c.tasks).await,
         }
@@ -185,15 +189,24 @@ async fn main() {
     }
 }
 
-async fn run_rss(tasks: usize, json: PathBuf) -> Result<(), BenchError> {
+async fn run_rss(tasks: usize, size: usize, json: PathBuf) -> Result<(), BenchError> {
     let mut broker = tokio::task::block_in_place(Broker::create)?;
-    let report = rss::run(&mut broker, tasks).await?;
-    println!("| phase | tasks in spool | peak RSS MiB | RSS MiB (heap + mapped spool) | spool file MiB | seconds |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    let report = rss::run(&mut broker, tasks, size).await?;
+    println!(
+        "| phase | tasks in spool | body bytes | peak RSS MiB | RSS MiB (heap + mapped spool) | spool file MiB | seconds |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for (phase, m) in [("intake from the broker", &report.intake), ("reopen, all handed off again", &report.reopen)] {
         println!(
-            "| {phase} | {} | {:.0} | {:.0} ({:.0} + {:.0}) | {:.0} | {:.0} |",
-            report.tasks, m.peak_rss_mib, m.rss_mib, m.rss_anon_mib, m.rss_file_mib, m.spool_file_mib, m.seconds
+            "| {phase} | {} | {} | {:.0} | {:.0} ({:.0} + {:.0}) | {:.0} | {:.0} |",
+            report.tasks,
+            report.size,
+            m.peak_rss_mib,
+            m.rss_mib,
+            m.rss_anon_mib,
+            m.rss_file_mib,
+            m.spool_file_mib,
+            m.seconds
         );
     }
     write_json(&json, &report)

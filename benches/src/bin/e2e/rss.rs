@@ -1,8 +1,10 @@
-//! Peak memory while a spool holds many tasks (default 1,000,000): one child
-//! process takes the tasks in through an endpoint (a no-op application that
-//! never completes them), another reopens the spool, as after a restart,
-//! and is handed every task again. Each child reports its own `VmHWM`, so
-//! the figures are the endpoint's and nothing else's.
+//! Peak memory while a spool holds many tasks (default 1,000,000 of 256
+//! bytes; `--size` for big payloads, e.g. 10,000 of 64 KiB): one child
+//! process takes the tasks in through an endpoint (an application that
+//! takes none of them, as a busy handler would), another reopens the
+//! spool, as after a restart, and takes every task again (never completing
+//! one). Each child reports its own `VmHWM`, so the figures are the
+//! endpoint's and nothing else's.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -57,23 +59,25 @@ fn measure(spool: &Path, started: Instant) -> Memory {
 #[derive(Clone, Debug, Serialize)]
 pub struct RssReport {
     pub tasks: usize,
+    /// Body size of each task, in bytes.
+    pub size: usize,
     pub intake: Memory,
     pub reopen: Memory,
 }
 
 /// The parent: prefills the queue, runs both children, collects figures.
-pub async fn run(broker: &mut Broker, tasks: usize) -> Result<RssReport, BenchError> {
+pub async fn run(broker: &mut Broker, tasks: usize, size: usize) -> Result<RssReport, BenchError> {
     let ep = broker.endpoint("tasklane-rss").await?;
-    eprintln!("prefilling {tasks} tasks ...");
+    eprintln!("prefilling {tasks} tasks of {size} bytes ...");
     let t0 = Instant::now();
-    broker.prefill(&ep, tasks).await?;
+    broker.prefill_sized(&ep, tasks, size).await?;
     eprintln!("prefilled in {:.0} s", t0.elapsed().as_secs_f64());
     let dir = tempfile::Builder::new().prefix("tasklane-bench-rss-").tempdir()?;
     let intake = tokio::task::block_in_place(|| child("rss-intake", &broker.url(), &ep, dir.path(), tasks))?;
     eprintln!("intake: {intake:?}");
     let reopen = tokio::task::block_in_place(|| child("rss-reopen", &broker.url(), &ep, dir.path(), tasks))?;
     eprintln!("reopen: {reopen:?}");
-    Ok(RssReport { tasks, intake, reopen })
+    Ok(RssReport { tasks, size, intake, reopen })
 }
 
 fn child(mode: &str, url: &str, ep: &EndpointId, spool: &Path, tasks: usize) -> Result<Memory, BenchError> {
@@ -92,18 +96,17 @@ fn child(mode: &str, url: &str, ep: &EndpointId, spool: &Path, tasks: usize) -> 
 async fn open(url: &str, endpoint: &str, spool: &Path, tasks: usize) -> Result<Endpoint, BenchError> {
     let cfg = EndpointConfig::new(url, endpoint, spool)
         .map_err(|e| BenchError::Check(e.to_string()))?
-        .spool_bounds(tasks + 1, 4 << 30);
+        .spool_bounds(tasks + 1, 8 << 30);
     Endpoint::open(cfg).await.map_err(|e| BenchError::Check(e.to_string()))
 }
 
-/// Child: takes `tasks` tasks into a fresh spool and keeps them there.
+/// Child: takes `tasks` tasks into a fresh spool and keeps them there, for
+/// an application that is busy and takes none of them yet (a slow handler):
+/// every task is handed off and waits for it.
 pub async fn intake_child(url: &str, endpoint: &str, spool: PathBuf, tasks: usize) -> Result<(), BenchError> {
     let started = Instant::now();
     let ep = open(url, endpoint, &spool, tasks).await?;
-    for _ in 0..tasks {
-        ep.next_task().await.ok_or_else(|| BenchError::Check("endpoint closed".into()))?;
-    }
-    while ep.counters().acked < tasks as u64 {
+    while ep.counters().acked < tasks as u64 || ep.counters().handed_off < tasks as u64 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let memory = measure(&spool, started);
@@ -112,7 +115,8 @@ pub async fn intake_child(url: &str, endpoint: &str, spool: PathBuf, tasks: usiz
     Ok(())
 }
 
-/// Child: reopens the spool and is handed every task again.
+/// Child: reopens the spool and is handed every task again, taking each
+/// one (its body read from the spool) and dropping it.
 pub async fn reopen_child(url: &str, endpoint: &str, spool: PathBuf, tasks: usize) -> Result<(), BenchError> {
     let started = Instant::now();
     let ep = open(url, endpoint, &spool, tasks).await?;

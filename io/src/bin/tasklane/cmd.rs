@@ -390,17 +390,20 @@ fn preview(body: &[u8]) -> String {
 
 /// `tasklane spool inspect DIR`: counts, then the oldest entries.
 pub fn spool_inspect(dir: &Path, oldest: usize) -> Result<(), Failure> {
-    let (snapshot, corrupt) = spool::inspect(dir).map_err(|e| match e {
+    let (snapshot, corrupt, spool) = spool::inspect(dir).map_err(|e| match e {
         SpoolError::Missing(_) => Failure::Usage(e.to_string()),
         e => Failure::Runtime(e.to_string()),
     })?;
-    let inbox_bytes: usize = snapshot.inbox.iter().map(|t| t.task.body.len()).sum();
+    let inbox_bytes: u64 = snapshot.inbox.iter().map(|t| t.size).sum();
     let outbox_bytes: usize = snapshot.outbox.iter().map(|r| r.result.body.len()).sum();
     println!("spool {}", dir.display());
     println!("inbox: {} tasks, {inbox_bytes} payload bytes", snapshot.inbox.len());
     for t in snapshot.inbox.iter().take(oldest) {
-        let kind = t.task.kind.as_deref().map(|k| format!(" kind={k}")).unwrap_or_default();
-        println!("  #{} {}{kind} {} bytes {}", t.arrival, t.task.id, t.task.body.len(), preview(&t.task.body));
+        // The snapshot keeps no bodies: the oldest few are read from disk.
+        let task = spool.reader().task(t.arrival).map_err(|e| Failure::Runtime(e.to_string()))?;
+        let Some(task) = task else { continue };
+        let kind = task.kind.as_deref().map(|k| format!(" kind={k}")).unwrap_or_default();
+        println!("  #{} {}{kind} {} bytes {}", t.arrival, task.id, task.body.len(), preview(&task.body));
     }
     println!("outbox: {} results, {outbox_bytes} payload bytes", snapshot.outbox.len());
     for r in snapshot.outbox.iter().take(oldest) {

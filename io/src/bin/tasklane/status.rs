@@ -44,7 +44,7 @@ fn seconds(d: std::time::Duration) -> String {
 
 /// Inbox and outbox lengths from the spool itself (no endpoint writes it).
 fn spool_depths(dir: &Path) -> Result<(usize, usize), Failure> {
-    let (snapshot, _) = spool::inspect(dir).map_err(|e| match e {
+    let (snapshot, _, _) = spool::inspect(dir).map_err(|e| match e {
         SpoolError::Missing(_) => Failure::Usage(format!("{e} (is --spool the endpoint's spool directory?)")),
         e => Failure::Runtime(e.to_string()),
     })?;

@@ -19,15 +19,19 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, MdbError, RwTxn};
 use tasklane_core::codec::{self, DecodeError};
 use tasklane_core::spool::SpoolModelError;
-use tasklane_core::{OutboxSeq, SpoolOp, SpoolSnapshot, SpoolWrite, StoredResult, StoredTask, TaskId, WriteSeq};
+use tasklane_core::{OutboxSeq, SpoolOp, SpoolSnapshot, SpoolWrite, StoredResult, TaskId, TaskMeta, WriteSeq};
 
 mod files;
+mod reader;
 mod recover;
+
+pub use reader::{SpoolReader, RELEASE_EVERY};
 
 use files::check_not_truncated;
 use recover::open_env;
@@ -100,6 +104,8 @@ pub struct LmdbSpool {
     /// `None` after a failure that needed the environment reopened, until
     /// the reopen succeeds.
     env: Option<Env>,
+    /// The environment again, for the [`SpoolReader`]s (see there).
+    shared: reader::Shared,
     inbox: Db,
     outbox: Db,
     completed: Db,
@@ -113,6 +119,14 @@ pub struct LmdbSpool {
     map_size: usize,
     max_map_size: usize,
     dir: PathBuf,
+}
+
+impl Drop for LmdbSpool {
+    /// Readers let go of the environment with the spool, so that it closes
+    /// (and may be opened again) when the spool is dropped.
+    fn drop(&mut self) {
+        *self.shared.write().unwrap_or_else(PoisonError::into_inner) = None;
+    }
 }
 
 impl fmt::Debug for LmdbSpool {
@@ -159,6 +173,7 @@ impl LmdbSpool {
         };
         let map_size = env.info().map_size;
         let mut spool = Self {
+            shared: Arc::new(RwLock::new(Some(reader::Open::new(env.clone(), inbox)))),
             env: Some(env),
             inbox,
             outbox,
@@ -197,6 +212,11 @@ impl LmdbSpool {
         }
         let page = u64::from(env.unnamed_database_stat().page_size);
         (info.last_page_number as u64 + 1).saturating_sub(used) * page
+    }
+
+    /// A reader of this spool's inbox tasks, bodies and all.
+    pub fn reader(&self) -> SpoolReader {
+        SpoolReader::new(self.shared.clone(), &self.dir)
     }
 
     /// The directory of the spool.
@@ -257,8 +277,16 @@ impl LmdbSpool {
             }
             let new_size = self.map_size.saturating_mul(2).min(self.max_map_size);
             let env = self.env().map_err(BatchError::Lmdb)?;
-            // SAFETY: this thread owns the environment and no transaction
-            // is open (the failed one was aborted).
+            // Readers hold this lock for their transactions.
+            let shared = self.shared.clone();
+            let mut no_readers = shared.write().unwrap_or_else(PoisonError::into_inner);
+            // The map may move: forget what the readers read of it.
+            if let Some(open) = no_readers.as_mut() {
+                open.pages.get_mut().unwrap_or_else(PoisonError::into_inner).reset();
+            }
+            // SAFETY: this thread owns the environment, no transaction of
+            // its own is open (the failed one was aborted), and no reader
+            // has one (the lock).
             unsafe { env.resize(new_size) }.map_err(BatchError::Lmdb)?;
             self.map_size = env.info().map_size;
             tracing::info!(dir = %self.dir.display(), map_mib = self.map_size / MIB, "spool map grown");
@@ -353,12 +381,20 @@ impl LmdbSpool {
         let mut corrupt = Vec::new();
         let mut mirror = Mirror::default();
         let mut bad = |kind, key: Option<u64>, problem: String| corrupt.push(CorruptRecord { kind, key, problem });
+        // Every record is read whole (its checksum covers the body), but
+        // only what core keeps of a task stays in memory, and the pages
+        // read are given back as the scan goes.
+        let mut pages = reader::PageSpan::default();
+        snap.inbox.reserve_exact(self.inbox.len(&rtxn)? as usize);
         for item in self.inbox.iter(&rtxn)? {
             let (k, v) = item?;
+            // SAFETY: a value of a read transaction; the map does not move
+            // during this scan (this thread alone grows it, not now).
+            unsafe { pages.read(v) };
             match (key_u64(k), codec::decode_task(v)) {
                 (Some(arrival), Ok(task)) if !mirror.inbox.contains_key(&task.id) => {
                     mirror.inbox.insert(task.id.clone(), arrival);
-                    snap.inbox.push(StoredTask { arrival, task });
+                    snap.inbox.push(TaskMeta { arrival, id: task.id, size: task.body.len() as u64 });
                 }
                 (Some(arrival), Ok(task)) => {
                     bad(RecordKind::Inbox, Some(arrival), format!("task {} is also at an earlier arrival", task.id))
@@ -369,6 +405,8 @@ impl LmdbSpool {
         }
         for item in self.outbox.iter(&rtxn)? {
             let (k, v) = item?;
+            // SAFETY: as above.
+            unsafe { pages.read(v) };
             match (key_u64(k), codec::decode_result(v)) {
                 (Some(seq), Ok(result)) => {
                     mirror.outbox.insert(seq);
@@ -396,6 +434,8 @@ impl LmdbSpool {
         snap.arrival_counter = counter(NEXT_ARRIVAL_KEY)?;
         snap.outbox_counter = counter(NEXT_OUTBOX_KEY)?;
         drop(rtxn);
+        // SAFETY: as above; the environment is still open.
+        unsafe { pages.release() };
         // Never behind what is stored, as MemorySpool::from_snapshot has it.
         snap.arrival_counter = snap.next_arrival();
         snap.outbox_counter = snap.next_outbox_seq().0;

@@ -4,6 +4,7 @@
 //! again.
 
 use std::path::Path;
+use std::sync::PoisonError;
 
 use heed::types::Bytes;
 use heed::{CommitOrAbort, Env, EnvOpenOptions, MdbError};
@@ -34,6 +35,11 @@ impl LmdbSpool {
     /// Closes the environment and opens it again, with the map size it had.
     /// The mirror stays: it is what the last commit left on disk.
     pub(super) fn reopen(&mut self) -> Result<(), heed::Error> {
+        // Readers wait until the environment is back (they hold this lock
+        // for their transactions, and their handle must go for the close).
+        let shared = self.shared.clone();
+        let mut slot = shared.write().unwrap_or_else(PoisonError::into_inner);
+        *slot = None;
         if let Some(env) = self.env.take() {
             env.prepare_for_closing().wait();
         }
@@ -44,6 +50,7 @@ impl LmdbSpool {
         (self.inbox, self.outbox, self.completed, self.meta, self.quarantine) =
             (inbox, outbox, completed, meta, quarantine);
         self.map_size = env.info().map_size;
+        *slot = Some(super::reader::Open::new(env.clone(), inbox));
         self.env = Some(env);
         #[cfg(test)]
         {
