@@ -259,8 +259,8 @@ async fn run(args: Args) -> Result<(), BenchError> {
             let ep = broker.endpoint("tasklane-intake").await?;
             broker.prefill(&ep, n).await?;
             let (intake, results) = lane::intake_then_results(&broker, &ep, n, args.prefetch).await?;
-            tasklane_intake.push(n, secs(intake.0), intake.1);
-            tasklane_results.push(n, secs(results.0), results.1);
+            tasklane_intake.push_split(n, secs(intake.0), intake.1);
+            tasklane_results.push_split(n, secs(results.0), results.1);
             eprintln!("  tasklane intake: {:.0}/s", n as f64 / secs(intake.0));
             eprintln!("  tasklane result path: {:.0}/s", n as f64 / secs(results.0));
             broker.purge_results().await?;
@@ -287,7 +287,7 @@ async fn run(args: Args) -> Result<(), BenchError> {
             let ep = broker.endpoint("tasklane-pipe").await?;
             broker.prefill(&ep, n).await?;
             let (t, cpu) = lane::pipe(&broker, &ep, n, args.prefetch).await?;
-            tasklane_pipe.push(n, secs(t), cpu);
+            tasklane_pipe.push_split(n, secs(t), cpu);
             eprintln!("  tasklane pipe: {:.0}/s", n as f64 / secs(t));
             broker.purge_results().await?;
         }
@@ -298,7 +298,7 @@ async fn run(args: Args) -> Result<(), BenchError> {
                 let ep = broker.endpoint("tasklane-pipe-quorum").await?;
                 broker.prefill(&ep, n).await?;
                 let (t, cpu) = lane::pipe(broker, &ep, n, args.prefetch).await?;
-                rate.push(n, secs(t), cpu);
+                rate.push_split(n, secs(t), cpu);
                 eprintln!("  tasklane pipe, {what}: {:.0}/s", n as f64 / secs(t));
                 broker.purge_results().await?;
             }
@@ -380,7 +380,8 @@ async fn run(args: Args) -> Result<(), BenchError> {
             best_multiple,
             &tasklane_intake,
             0.85,
-        ));
+        )
+        .cpu_target(1.3));
     }
     if args.runs(Scenario::Publish) {
         comparisons.push(Comparison::new(
@@ -398,7 +399,8 @@ async fn run(args: Args) -> Result<(), BenchError> {
             &raw_pipe,
             &tasklane_pipe,
             0.85,
-        ));
+        )
+        .cpu_target(1.5));
     }
     let report = Report {
         settings: Settings {
