@@ -374,14 +374,10 @@ async fn run(args: Args) -> Result<(), BenchError> {
         if std::ptr::eq(best_multiple, &raw_burst) { "multiple ack per burst" } else { "multiple ack every 100" };
     let mut comparisons = Vec::new();
     if args.runs(Scenario::Intake) {
-        comparisons.push(Comparison::new(
-            "intake, fsync'd LMDB spool",
-            best_name,
-            best_multiple,
-            &tasklane_intake,
-            0.85,
-        )
-        .cpu_target(1.3));
+        comparisons.push(
+            Comparison::new("intake, fsync'd LMDB spool", best_name, best_multiple, &tasklane_intake, 0.85)
+                .cpu_target(1.3),
+        );
     }
     if args.runs(Scenario::Publish) {
         comparisons.push(Comparison::new(
@@ -393,14 +389,16 @@ async fn run(args: Args) -> Result<(), BenchError> {
         ));
     }
     if args.runs(Scenario::Pipe) {
-        comparisons.push(Comparison::new(
-            "full pipe, consume to confirm",
-            "consume, publish, ack, no spool",
-            &raw_pipe,
-            &tasklane_pipe,
-            0.85,
-        )
-        .cpu_target(1.5));
+        comparisons.push(
+            Comparison::new(
+                "full pipe, consume to confirm",
+                "consume, publish, ack, no spool",
+                &raw_pipe,
+                &tasklane_pipe,
+                0.85,
+            )
+            .cpu_target(1.5),
+        );
     }
     let report = Report {
         settings: Settings {
