@@ -349,6 +349,17 @@ fn confirms_that_never_come_drop_the_connection_at_the_blocked_timeout_and_publi
     w.drive_for(Duration::from_secs(2));
     assert!(w.commands.iter().any(|c| matches!(c, Amqp::Disconnect { conn: c, reason } if *c == conn
         && reason.starts_with("blocked by broker for too long: no publish confirm"))));
+    let statuses: Vec<&Status> =
+        w.events.iter().filter_map(|e| if let Event::Status(s) = e { Some(s) } else { None }).collect();
+    let dropped = statuses.iter().position(|s| {
+        matches!(s, Status::Disconnected { reason, .. }
+        if reason.starts_with("blocked by broker for too long: no publish confirm"))
+    });
+    let blocked = statuses.iter().position(|s| matches!(s, Status::Blocked { .. }));
+    assert!(
+        dropped.zip(blocked).is_some_and(|(d, b)| d > b && matches!(statuses.get(d + 1), Some(Status::Connecting))),
+        "the drop's reason is a status of its own between Blocked and Connecting (the next attempt starts at once): {statuses:?}"
+    );
     w.broker.hold_confirms = false;
     w.broker.held_confirms.clear();
     w.drive();

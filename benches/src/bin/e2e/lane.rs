@@ -11,7 +11,7 @@ use tempfile::TempDir;
 
 use crate::broker::{Broker, BODY_LEN};
 use crate::latency::{stamp_of, Schedule, Submitter};
-use crate::report::process_cpu_secs;
+use crate::report::CpuSpan;
 use crate::BenchError;
 
 /// An endpoint on a fresh spool in a temporary directory.
@@ -90,21 +90,21 @@ pub async fn intake_then_results(
     id: &EndpointId,
     n: usize,
     prefetch: u16,
-) -> Result<((Duration, f64), (Duration, f64)), BenchError> {
+) -> Result<((Duration, CpuSpan), (Duration, CpuSpan)), BenchError> {
     let bench = Bench::open(broker, id, prefetch).await?;
     let t0 = bench.consuming().await?;
-    let c0 = process_cpu_secs();
+    let c0 = CpuSpan::now();
     let mut held: Vec<TaskId> = Vec::with_capacity(n);
     while held.len() < n {
         let task = bench.endpoint.next_task().await.ok_or_else(|| BenchError::Check("endpoint closed".into()))?;
         held.push(task.id);
     }
     let t1 = bench.until("acks", |c| c.acked >= n as u64).await?;
-    let intake = (t1 - t0, process_cpu_secs() - c0);
+    let intake = (t1 - t0, CpuSpan::since(c0));
 
     let body = result_body();
     let t2 = Instant::now();
-    let c2 = process_cpu_secs();
+    let c2 = CpuSpan::now();
     for task in &held {
         bench
             .endpoint
@@ -113,7 +113,7 @@ pub async fn intake_then_results(
             .map_err(|e| BenchError::Check(e.to_string()))?;
     }
     let t3 = bench.until("confirms", |c| c.confirmed >= n as u64).await?;
-    let results = (t3 - t2, process_cpu_secs() - c2);
+    let results = (t3 - t2, CpuSpan::since(c2));
     check(&bench.endpoint.counters(), n)?;
     bench.shutdown().await;
     Ok((intake, results))
@@ -121,11 +121,16 @@ pub async fn intake_then_results(
 
 /// (d): consume, spool, hand off, complete at once, publish, confirm, ack.
 /// The time from `Consuming` to the last confirm (every task acked), and
-/// the process's CPU seconds over it.
-pub async fn pipe(broker: &Broker, id: &EndpointId, n: usize, prefetch: u16) -> Result<(Duration, f64), BenchError> {
+/// the process's CPU seconds over it (and of them the spool thread's).
+pub async fn pipe(
+    broker: &Broker,
+    id: &EndpointId,
+    n: usize,
+    prefetch: u16,
+) -> Result<(Duration, CpuSpan), BenchError> {
     let bench = Bench::open(broker, id, prefetch).await?;
     let t0 = bench.consuming().await?;
-    let c0 = process_cpu_secs();
+    let c0 = CpuSpan::now();
     let body = result_body();
     for _ in 0..n {
         let task = bench.endpoint.next_task().await.ok_or_else(|| BenchError::Check("endpoint closed".into()))?;
@@ -136,7 +141,7 @@ pub async fn pipe(broker: &Broker, id: &EndpointId, n: usize, prefetch: u16) -> 
             .map_err(|e| BenchError::Check(e.to_string()))?;
     }
     let t1 = bench.until("confirms and acks", |c| c.confirmed >= n as u64 && c.acked >= n as u64).await?;
-    let cpu = process_cpu_secs() - c0;
+    let cpu = CpuSpan::since(c0);
     check(&bench.endpoint.counters(), n)?;
     bench.shutdown().await;
     Ok((t1 - t0, cpu))

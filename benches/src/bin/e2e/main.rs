@@ -272,8 +272,8 @@ async fn run(args: Args) -> Result<(), BenchError> {
             let ep = broker.endpoint("tasklane-intake").await?;
             broker.prefill(&ep, n).await?;
             let (intake, results) = lane::intake_then_results(&broker, &ep, n, args.prefetch).await?;
-            tasklane_intake.push(n, secs(intake.0), intake.1);
-            tasklane_results.push(n, secs(results.0), results.1);
+            tasklane_intake.push_split(n, secs(intake.0), intake.1);
+            tasklane_results.push_split(n, secs(results.0), results.1);
             eprintln!("  tasklane intake: {:.0}/s", n as f64 / secs(intake.0));
             eprintln!("  tasklane result path: {:.0}/s", n as f64 / secs(results.0));
             broker.purge_results().await?;
@@ -300,7 +300,7 @@ async fn run(args: Args) -> Result<(), BenchError> {
             let ep = broker.endpoint("tasklane-pipe").await?;
             broker.prefill(&ep, n).await?;
             let (t, cpu) = lane::pipe(&broker, &ep, n, args.prefetch).await?;
-            tasklane_pipe.push(n, secs(t), cpu);
+            tasklane_pipe.push_split(n, secs(t), cpu);
             eprintln!("  tasklane pipe: {:.0}/s", n as f64 / secs(t));
             broker.purge_results().await?;
         }
@@ -311,7 +311,7 @@ async fn run(args: Args) -> Result<(), BenchError> {
                 let ep = broker.endpoint("tasklane-pipe-quorum").await?;
                 broker.prefill(&ep, n).await?;
                 let (t, cpu) = lane::pipe(broker, &ep, n, args.prefetch).await?;
-                rate.push(n, secs(t), cpu);
+                rate.push_split(n, secs(t), cpu);
                 eprintln!("  tasklane pipe, {what}: {:.0}/s", n as f64 / secs(t));
                 broker.purge_results().await?;
             }
@@ -387,13 +387,10 @@ async fn run(args: Args) -> Result<(), BenchError> {
         if std::ptr::eq(best_multiple, &raw_burst) { "multiple ack per burst" } else { "multiple ack every 100" };
     let mut comparisons = Vec::new();
     if args.runs(Scenario::Intake) {
-        comparisons.push(Comparison::new(
-            "intake, fsync'd LMDB spool",
-            best_name,
-            best_multiple,
-            &tasklane_intake,
-            0.85,
-        ));
+        comparisons.push(
+            Comparison::new("intake, fsync'd LMDB spool", best_name, best_multiple, &tasklane_intake, 0.85)
+                .cpu_target(1.3),
+        );
     }
     if args.runs(Scenario::Publish) {
         comparisons.push(Comparison::new(
@@ -405,13 +402,16 @@ async fn run(args: Args) -> Result<(), BenchError> {
         ));
     }
     if args.runs(Scenario::Pipe) {
-        comparisons.push(Comparison::new(
-            "full pipe, consume to confirm",
-            "consume, publish, ack, no spool",
-            &raw_pipe,
-            &tasklane_pipe,
-            0.85,
-        ));
+        comparisons.push(
+            Comparison::new(
+                "full pipe, consume to confirm",
+                "consume, publish, ack, no spool",
+                &raw_pipe,
+                &tasklane_pipe,
+                0.85,
+            )
+            .cpu_target(1.5),
+        );
     }
     let report = Report {
         settings: Settings {

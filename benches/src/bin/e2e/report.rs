@@ -8,12 +8,49 @@ use crate::latency::Percentiles;
 /// in seconds, from `/proc/self/stat` (clock ticks of 10 ms). Unlike a
 /// rate, CPU per task hardly depends on what else the machine runs.
 pub fn process_cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    stat_cpu_secs(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
+}
+
+/// CPU seconds (user + system) of the process's threads named
+/// `tasklane-spool` (the LMDB writer of each open endpoint): the part of
+/// tasklane's CPU that a client without a spool does not spend. Read while
+/// the endpoint is open (a thread that ended is no longer listed).
+pub fn spool_thread_cpu_secs() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
+    tasks
+        .flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == "tasklane-spool"))
+        .map(|t| stat_cpu_secs(&std::fs::read_to_string(t.path().join("stat")).unwrap_or_default()))
+        .sum()
+}
+
+/// utime + stime of a `/proc/.../stat` line, in seconds.
+fn stat_cpu_secs(stat: &str) -> f64 {
     // Fields after the command name (which may hold spaces): state is the
     // first, utime and stime the 12th and 13th.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let ticks: f64 = rest.split_whitespace().skip(11).take(2).filter_map(|f| f.parse::<f64>().ok()).sum();
     ticks / 100.0
+}
+
+/// CPU seconds over a span: the whole process, and of it the spool thread.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuSpan {
+    pub process: f64,
+    pub spool: f64,
+}
+
+impl CpuSpan {
+    /// The CPU spent since `start` (from [`CpuSpan::now`]).
+    pub fn since(start: CpuSpan) -> CpuSpan {
+        let now = CpuSpan::now();
+        CpuSpan { process: now.process - start.process, spool: now.spool - start.spool }
+    }
+
+    /// The counters as they are now.
+    pub fn now() -> CpuSpan {
+        CpuSpan { process: process_cpu_secs(), spool: spool_thread_cpu_secs() }
+    }
 }
 
 /// Throughput of one scenario over its rounds, in tasks per second, and the
@@ -22,12 +59,21 @@ pub fn process_cpu_secs() -> f64 {
 pub struct Rate {
     pub runs: Vec<f64>,
     pub cpu_us_per_task: Vec<f64>,
+    /// Of it, the spool thread's (tasklane's sides only).
+    pub spool_cpu_us_per_task: Vec<f64>,
 }
 
 impl Rate {
     pub fn push(&mut self, tasks: usize, secs: f64, cpu_secs: f64) {
         self.runs.push(tasks as f64 / secs);
         self.cpu_us_per_task.push(cpu_secs * 1e6 / tasks as f64);
+    }
+
+    /// A tasklane run: its CPU split into the process's and the spool
+    /// thread's.
+    pub fn push_split(&mut self, tasks: usize, secs: f64, cpu: CpuSpan) {
+        self.push(tasks, secs, cpu.process);
+        self.spool_cpu_us_per_task.push(cpu.spool * 1e6 / tasks as f64);
     }
 
     /// The median run (the rounds are few, and one disturbed by another
@@ -39,6 +85,11 @@ impl Rate {
     /// The median CPU time per task.
     pub fn median_cpu_us(&self) -> Option<f64> {
         median(&self.cpu_us_per_task)
+    }
+
+    /// The median CPU time per task of the spool thread.
+    pub fn median_spool_cpu_us(&self) -> Option<f64> {
+        median(&self.spool_cpu_us_per_task)
     }
 }
 
@@ -68,6 +119,13 @@ pub struct Comparison {
     /// Process CPU time per task (median), raw and tasklane.
     pub raw_cpu_us: Option<f64>,
     pub tasklane_cpu_us: Option<f64>,
+    /// Of tasklane's, the spool thread's (median).
+    pub tasklane_spool_cpu_us: Option<f64>,
+    /// tasklane's CPU per task over raw's.
+    pub cpu_ratio: Option<f64>,
+    /// The most CPU ratio the issue allows, where it sets one.
+    pub cpu_target: Option<f64>,
+    pub cpu_met: Option<bool>,
 }
 
 impl Comparison {
@@ -86,7 +144,18 @@ impl Comparison {
             tasklane_runs: tasklane.runs.clone(),
             raw_cpu_us: raw.median_cpu_us(),
             tasklane_cpu_us: tasklane.median_cpu_us(),
+            tasklane_spool_cpu_us: tasklane.median_spool_cpu_us(),
+            cpu_ratio: tasklane.median_cpu_us().zip(raw.median_cpu_us()).map(|(t, r)| t / r),
+            cpu_target: None,
+            cpu_met: None,
         }
+    }
+
+    /// With a ceiling on tasklane's CPU per task over raw's.
+    pub fn cpu_target(mut self, ceiling: f64) -> Self {
+        self.cpu_target = Some(ceiling);
+        self.cpu_met = self.cpu_ratio.map(|r| r <= ceiling);
+        self
     }
 }
 
@@ -174,6 +243,10 @@ fn us(x: Option<f64>) -> String {
     x.map_or_else(|| "-".into(), |x| format!("{:.0}", x))
 }
 
+fn us1(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".into(), |x| format!("{:.1}", x))
+}
+
 impl Report {
     /// The table, as markdown (it goes into the README as is).
     pub fn table(&self) -> String {
@@ -182,10 +255,10 @@ impl Report {
             "N = {} tasks of {} bytes, prefetch {}, {} unconfirmed at most, median of {} rounds, RabbitMQ {}\n\n",
             s.tasks, s.body_bytes, s.prefetch, s.window, s.rounds, s.rabbitmq
         );
-        out += "| scenario | raw amqprs (tasks/s) | tasklane (tasks/s) | tasklane/raw | target | CPU µs/task raw, tasklane |\n";
-        out += "|---|---:|---:|---:|---|---:|\n";
+        out += "| scenario | raw amqprs (tasks/s) | tasklane (tasks/s) | tasklane/raw | target | CPU µs/task raw, tasklane (spool thread) | CPU tasklane/raw | target |\n";
+        out += "|---|---:|---:|---:|---|---:|---:|---|\n";
         for r in &self.raw_consume {
-            out += &format!("| raw consume, {} | {} | | | | {} |\n", r.name, per_s(r.per_s), us(r.cpu_us));
+            out += &format!("| raw consume, {} | {} | | | | {} | | |\n", r.name, per_s(r.per_s), us(r.cpu_us));
         }
         for c in &self.comparisons {
             let ratio = c.ratio.map_or_else(|| "-".into(), |r| format!("{r:.2}"));
@@ -194,8 +267,14 @@ impl Report {
                 Some(false) => " MISSED",
                 None => "",
             };
+            let cpu_ratio = c.cpu_ratio.map_or_else(|| "-".into(), |r| format!("{r:.2}"));
+            let cpu_target = match (c.cpu_target, c.cpu_met) {
+                (Some(t), Some(true)) => format!("<= {t:.2} met"),
+                (Some(t), Some(false)) => format!("<= {t:.2} MISSED"),
+                _ => String::new(),
+            };
             out += &format!(
-                "| {} (raw: {}) | {} | {} | {} | >= {:.2}{} | {}, {} |\n",
+                "| {} (raw: {}) | {} | {} | {} | >= {:.2}{} | {}, {} ({}) | {} | {} |\n",
                 c.name,
                 c.raw_name,
                 per_s(c.raw_per_s),
@@ -204,7 +283,10 @@ impl Report {
                 c.target,
                 mark,
                 us(c.raw_cpu_us),
-                us(c.tasklane_cpu_us)
+                us(c.tasklane_cpu_us),
+                us1(c.tasklane_spool_cpu_us),
+                cpu_ratio,
+                cpu_target
             );
         }
         if !self.replication.is_empty() {
