@@ -101,11 +101,7 @@ impl DurableSpool {
     /// Bytes the spool's records take on the disk.
     fn used(inner: &Inner) -> u64 {
         let snap = inner.model.snapshot();
-        let inbox: u64 = snap
-            .inbox
-            .iter()
-            .map(|t| t.task.body.len() as u64 + t.task.id.as_str().len() as u64 + WRITE_OVERHEAD)
-            .sum();
+        let inbox: u64 = snap.inbox.iter().map(|t| t.size + t.id.as_str().len() as u64 + WRITE_OVERHEAD).sum();
         let outbox: u64 = snap.outbox.iter().map(|r| r.result.body.len() as u64 + WRITE_OVERHEAD).sum();
         let window: u64 = snap.completed.iter().map(|id| id.as_str().len() as u64 + 16).sum();
         inbox + outbox + window
