@@ -1,5 +1,6 @@
 //! Hash maps and sets keyed by task id, for the per-task lookups of the hot
-//! path (the inbox, the outbox's index, the dedup window).
+//! path (the outbox's index, the dedup window; not the inbox, which holds
+//! every spooled task and stays a B-tree for its memory).
 //!
 //! A `BTreeMap<TaskId, _>` compares whole ids at every level of the tree,
 //! and ids often share long prefixes: on the full path that was about a

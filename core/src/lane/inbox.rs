@@ -1,10 +1,9 @@
 //! Core's view of the spool: which tasks the inbox holds and in what state,
 //! the completed-id window, and how full the spool is (inbox plus outbox).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::config::Config;
-use crate::idmap::{id_hasher, IdMap};
 use crate::ids::{TaskId, WriteSeq};
 use crate::spool::{SpoolSnapshot, TaskMeta};
 use crate::window::DedupWindow;
@@ -30,8 +29,11 @@ pub(super) enum Known {
 
 #[derive(Debug)]
 pub(super) struct Inbox {
-    /// Looked up by id, never iterated (its order reaches no output).
-    tasks: IdMap<Entry>,
+    /// A B-tree, not a hash map: it holds every spooled task (a million
+    /// and more), and a hash table's doubling would put two tables in
+    /// memory at once at the peak (SPEC §4 "Memory"); the smaller maps of
+    /// the hot path (the outbox's index, the dedup window) are hashed.
+    tasks: BTreeMap<TaskId, Entry>,
     /// Inserts not yet committed, in order (to count the tasks spooled).
     awaiting_commit: VecDeque<WriteSeq>,
     completed: DedupWindow,
@@ -46,7 +48,7 @@ pub(super) struct Inbox {
 impl Inbox {
     pub(super) fn new(cfg: &Config, snap: &SpoolSnapshot) -> Self {
         let mut inbox = Self {
-            tasks: IdMap::with_hasher(id_hasher(cfg.seed)),
+            tasks: BTreeMap::new(),
             awaiting_commit: VecDeque::new(),
             completed: DedupWindow::restore_keyed(cfg.completed_window, cfg.seed, snap.completed.iter().cloned()),
             next_arrival: snap.next_arrival(),
