@@ -175,6 +175,26 @@ pub fn no_result_before_task_durable(a: &Auditor, task: &TaskId) -> Result<(), V
     })
 }
 
+/// A publish of any kind (result or report) goes on a live channel in
+/// confirm mode and takes that channel's next confirm tag: the broker
+/// numbers every publish of the channel, so results and reports share one
+/// numbering. Part of the invariant `name`.
+fn takes_the_next_confirm_tag(
+    a: &mut Auditor,
+    name: &'static str,
+    what: &str,
+    channel: ChannelId,
+    seq: u64,
+) -> Result<(), Violation> {
+    ensure(a.channel_live(channel), name, || format!("{what} on channel {channel:?}, which is gone"))?;
+    let Some(last) = a.publish_channels.get_mut(&channel) else {
+        return ensure(false, name, || format!("{what} on {channel:?}, which had no confirm.select"));
+    };
+    ensure(seq == *last + 1, name, || format!("confirm tag {seq} after {last}: tags count from 1 without gaps"))?;
+    *last = seq;
+    Ok(())
+}
+
 /// Publishes go on a live publishing channel with consecutive confirm tags,
 /// to `results` under the endpoint's key, carry a valid result of this
 /// endpoint, and only of a result the spool holds durably.
@@ -187,12 +207,7 @@ pub fn no_publish_before_durable(
     message: &RawMessage,
 ) -> Result<(), Violation> {
     const NAME: &str = "no_publish_before_durable";
-    ensure(a.channel_live(channel), NAME, || format!("publish on channel {channel:?}, which is gone"))?;
-    let Some(last) = a.publish_channels.get_mut(&channel) else {
-        return ensure(false, NAME, || format!("publish on {channel:?}, which had no confirm.select"));
-    };
-    ensure(seq == *last + 1, NAME, || format!("confirm tag {seq} after {last}: tags count from 1 without gaps"))?;
-    *last = seq;
+    takes_the_next_confirm_tag(a, NAME, "publish", channel, seq)?;
     let own_key = a.endpoint.result_key();
     ensure((exchange, key) == ("results", own_key.as_str()), NAME, || {
         format!("published to {exchange:?} with key {key:?}")
@@ -226,12 +241,7 @@ pub fn reports_fit_the_session(
     report: &Report,
 ) -> Result<(), Violation> {
     const NAME: &str = "reports_fit_the_session";
-    ensure(a.channel_live(channel), NAME, || format!("report on channel {channel:?}, which is gone"))?;
-    let Some(last) = a.publish_channels.get_mut(&channel) else {
-        return ensure(false, NAME, || format!("report on {channel:?}, which had no confirm.select"));
-    };
-    ensure(seq == *last + 1, NAME, || format!("confirm tag {seq} after {last}: tags count from 1 without gaps"))?;
-    *last = seq;
+    takes_the_next_confirm_tag(a, NAME, "report", channel, seq)?;
     let own_key = a.endpoint.status_key();
     ensure((exchange, key) == ("results", own_key.as_str()), NAME, || {
         format!("report published to {exchange:?} with key {key:?}")
