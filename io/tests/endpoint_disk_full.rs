@@ -230,16 +230,8 @@ async fn a_full_disk_pauses_intake_and_every_task_is_answered_once() {
         assert!(took < GRACE, "shutdown on a full disk took {took:?}, the grace is {GRACE:?}");
         let stored = endpoint.counters().acked - TASKS as u64;
         assert!(stored < EXTRA as u64, "all {EXTRA} extra tasks acked on a full disk");
-        let back = Instant::now();
         let want = EXTRA as u32 - stored as u32;
-        while topo.ready(&topo.tasks).await != want {
-            assert!(
-                back.elapsed() < Duration::from_secs(10),
-                "{} of the {want} tasks not stored are back in the queue",
-                topo.ready(&topo.tasks).await
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_until_back_in_the_queue(&topo, want).await;
         println!(
             "full disk end to end: shutdown with the filesystem full ({full}) took {:.2} s (grace {} s); of {EXTRA} \
              more tasks {stored} were stored and acked, {want} went back to {}",
@@ -296,15 +288,7 @@ async fn a_shutdown_while_the_spool_writer_is_stalled_ends_within_the_grace() {
             "shutdown with a stalled writer took {took:?} (grace {GRACE:?})"
         );
         let want = N as u32 - acked as u32;
-        let back = Instant::now();
-        while topo.ready(&topo.tasks).await != want {
-            assert!(
-                back.elapsed() < Duration::from_secs(10),
-                "{} of the {want} unacked tasks are back in the queue",
-                topo.ready(&topo.tasks).await
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_until_back_in_the_queue(&topo, want).await;
         println!(
             "stalled writer: {acked} of {N} tasks of 64 KiB committed and acked before the map was full ({stalled}); \
              shutdown took {:.2} s (grace {} s); the other {want} are back in the queue",
@@ -313,4 +297,18 @@ async fn a_shutdown_while_the_spool_writer_is_stalled_ends_within_the_grace() {
         );
     })
     .await;
+}
+
+/// Waits (at most 10 s) until the task queue holds exactly `want` ready
+/// tasks: those the endpoint never acked, given back when it stopped.
+async fn wait_until_back_in_the_queue(topo: &Topology, want: u32) {
+    let since = Instant::now();
+    loop {
+        let ready = topo.ready(&topo.tasks).await;
+        if ready == want {
+            return;
+        }
+        assert!(since.elapsed() < Duration::from_secs(10), "{ready} of the {want} unacked tasks are back in the queue");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -323,3 +323,63 @@ impl Report {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_is_read_after_a_command_name_holding_spaces_and_parentheses() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime ...
+        let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 10 0 0 0 250 50 0 0 20 0 3 0";
+        assert_eq!(stat_cpu_secs(stat), 3.0, "(250 + 50) ticks of 1/100 s");
+    }
+
+    #[test]
+    fn the_spool_threads_cpu_is_found_by_the_threads_name() {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spinning = stop.clone();
+        let spool = std::thread::Builder::new()
+            .name("tasklane-spool".into())
+            .spawn(move || {
+                while !spinning.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+            .unwrap();
+        let since = std::time::Instant::now();
+        while spool_thread_cpu_secs() < 0.05 {
+            assert!(since.elapsed() < std::time::Duration::from_secs(20), "a spinning tasklane-spool thread not seen");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        spool.join().unwrap();
+    }
+
+    #[test]
+    fn the_cpu_ratio_is_tasklane_over_raw_and_its_ceiling_is_marked() {
+        let mut raw = Rate::default();
+        raw.push(1000, 1.0, 0.004);
+        let mut lane = Rate::default();
+        lane.push_split(1000, 1.0, CpuSpan { process: 0.010, spool: 0.003 });
+        let c = Comparison::new("pipe", "raw pipe", &raw, &lane, 0.85).cpu_target(1.5);
+        assert!((c.cpu_ratio.unwrap() - 2.5).abs() < 1e-9);
+        assert_eq!(c.cpu_met, Some(false));
+        assert!((c.tasklane_spool_cpu_us.unwrap() - 3.0).abs() < 1e-9);
+        let report = Report {
+            settings: Settings {
+                tasks: 1000,
+                rounds: 1,
+                prefetch: 1,
+                window: 1,
+                body_bytes: 256,
+                rabbitmq: "x".into(),
+            },
+            raw_consume: Vec::new(),
+            comparisons: vec![c],
+            replication: Vec::new(),
+            latency: Vec::new(),
+        };
+        assert!(report.table().contains("| 4, 10 (3.0) | 2.50 | <= 1.50 MISSED |"), "{}", report.table());
+    }
+}
