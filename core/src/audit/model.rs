@@ -234,10 +234,12 @@ impl Auditor {
                     detail: format!("the spool refused write {}: {reason}", seq.0),
                 })
             }
-            Input::ChannelClosed { channel, .. } => {
+            // A close of an id the lane has not opened (yet) says nothing
+            // about the channel or connection it may open under that id.
+            Input::ChannelClosed { channel, .. } if self.channel_conn.contains_key(channel) => {
                 self.dead_channels.insert(*channel);
             }
-            Input::ConnectionLost { conn, .. } => {
+            Input::ConnectionLost { conn, .. } if conn.0 <= self.last_conn => {
                 self.dead_conns.insert(*conn);
             }
             Input::Shutdown => self.shutdown = true,

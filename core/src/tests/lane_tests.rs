@@ -627,3 +627,27 @@ fn the_auditor_refuses_a_result_of_a_task_not_yet_durable() {
     let durable = audit::Auditor::new(&cfg(), &snap);
     assert_eq!(audit::no_result_before_task_durable(&durable, &t), Ok(()));
 }
+
+/// A broker (or a fuzzer) may name channels and connections the lane has
+/// not opened yet: the lane ignores them, and when it later opens those
+/// very ids they are new and live (a CI fuzz run once judged a
+/// `confirm.select` on such a channel "gone").
+#[test]
+fn closes_of_ids_not_yet_opened_do_not_taint_them() {
+    let mut w = World::new(cfg());
+    for id in 1..=12 {
+        w.feed(Input::ChannelClosed { channel: ChannelId(id), code: 504, text: "foreign".into() });
+    }
+    for id in 2..=4 {
+        w.feed(Input::ConnectionLost { conn: ConnId(id), reason: "foreign".into() });
+    }
+    for i in 0..3 {
+        w.submit(&format!("t{i}"));
+    }
+    w.drive();
+    w.lose_connection();
+    w.lose_connection();
+    w.drive();
+    assert_eq!(w.converged(), None);
+    check_nothing_lost(&w);
+}
