@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The full test suite: makes sure RabbitMQ runs and Chromium is installed
 # (the dashboard's browser test), then runs every test of the
-# workspace in release mode. Extra arguments go to `cargo test`; naming a
+# workspace in release mode, every test binary even after a failure (so one
+# run reports every failing test). Extra arguments go to `cargo test`; naming a
 # package narrows the run to it instead of the whole workspace:
 #   scripts/test.sh -p tasklane-tests -- --nocapture
 set -euo pipefail
@@ -16,4 +17,4 @@ for arg in "$@"; do
         -p | --package | --package=* | -p?*) scope=() ;;
     esac
 done
-exec cargo test "${scope[@]}" --release "$@"
+exec cargo test "${scope[@]}" --release --no-fail-fast "$@"
