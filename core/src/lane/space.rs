@@ -14,7 +14,15 @@ use crate::output::Event;
 
 use super::Lane;
 
-const MIB: u64 = 1 << 20;
+/// A byte count as an operator reads it: whole units, the largest that
+/// keeps it at 1 or more (a small disk is not "0 MiB left").
+fn human_bytes(n: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    match UNITS.iter().find(|(size, _)| n >= *size) {
+        Some((size, unit)) => format!("{} {unit}", n / size),
+        None => format!("{n} B"),
+    }
+}
 
 #[derive(Debug, Default)]
 pub(super) struct Space {
@@ -53,11 +61,10 @@ impl Lane {
         }
         if self.space.full.is_none() {
             self.space.full = Some(format!(
-                "disk space low: {} MiB left for the spool, {} MiB kept free and {} MiB reserved for the results of {} \
-                 tasks",
-                available / MIB,
-                self.cfg.min_free_bytes / MIB,
-                reserve / MIB,
+                "disk space low: {} left for the spool, {} kept free and {} reserved for the results of {} tasks",
+                human_bytes(available),
+                human_bytes(self.cfg.min_free_bytes),
+                human_bytes(reserve),
                 self.inbox.len()
             ));
             self.refresh_spool_full();
@@ -87,5 +94,19 @@ impl Lane {
             None => self.emit(Event::SpoolRecovered),
         }
         self.spool_full_reported = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn byte_counts_keep_their_unit_above_one() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(256 << 10), "256 KiB");
+        assert_eq!(human_bytes((22 << 20) + 5), "22 MiB");
+        assert_eq!(human_bytes(3 << 30), "3 GiB");
     }
 }
