@@ -46,9 +46,6 @@ pub enum UsageError {
     /// A result was recorded for a task that is not in the inbox.
     #[error("task {0} is not in the inbox (never handed off, or already completed)")]
     UnknownTask(TaskId),
-    /// A result was recorded for a task that was not handed off yet.
-    #[error("task {0} has not been handed off yet")]
-    NotHandedOff(TaskId),
     /// The spool reported a commit of writes that were never issued.
     #[error("spool reported commit up to write {reported}, but only {issued} writes were issued")]
     CommitBeyondIssued {

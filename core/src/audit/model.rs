@@ -193,15 +193,10 @@ impl Auditor {
                 input: "SpoolRefused",
                 why: "no spool write was issued with this position",
             }),
-            Input::Complete { task, .. } if !self.handed.contains(task) => {
-                let writing =
-                    self.uncommitted.values().any(|op| matches!(op, SpoolOp::Insert(t) if &t.task.id == task));
-                Some(if writing {
-                    UsageError::NotHandedOff(task.clone())
-                } else {
-                    UsageError::UnknownTask(task.clone())
-                })
-            }
+            // Every inbox task is handed off as its write is issued, so a
+            // task not handed off is unknown: never taken, or completed
+            // already (even when its insert is still being written).
+            Input::Complete { task, .. } if !self.handed.contains(task) => Some(UsageError::UnknownTask(task.clone())),
             _ => None,
         }
     }
