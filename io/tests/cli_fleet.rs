@@ -145,6 +145,15 @@ fn the_fleet_shows_every_endpoint_and_a_killed_one_turns_stale() {
     fleet.active.kill();
     let taken_over = [all[0], ("ep-dup", "consuming", standby), ("ep-gone", "stale", gone)];
     wait_rows(&cli, &taken_over, Duration::from_secs(30), held);
+
+    // ep-gone was retired: `fleet forget` removes it (no broker needed),
+    // and forgetting it again is a one-line runtime error.
+    assert_eq!(cli.run_ok(&["fleet", "forget", "ep-gone"]), "forgot endpoint ep-gone (1 process record)\n");
+    wait_rows(&cli, &taken_over[..2], Duration::from_secs(5), held);
+    let again = cli.run(&["fleet", "forget", "ep-gone"]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert_eq!((again.status.code(), stderr.lines().count()), (Some(1), 1), "{stderr}");
+    assert!(stderr.contains("endpoint ep-gone is not in the fleet"), "{stderr}");
     fleet.stop();
 }
 

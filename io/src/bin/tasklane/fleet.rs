@@ -1,13 +1,14 @@
 //! `tasklane fleet` (the last report of every endpoint, drained from
-//! `tasklane.status` first) and `tasklane dashboard` (the same on a web
-//! page that reloads itself).
+//! `tasklane.status` first), `tasklane fleet forget E` (a retired endpoint
+//! leaves the fleet instead of staying stale for ever) and `tasklane
+//! dashboard` (the same on a web page that reloads itself).
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, Subcommand};
 use tasklane_io::fleet::dashboard::{Dashboard, DashboardOptions};
 use tasklane_io::fleet::{member_json, members, Fleet, FleetMember, Shown};
 use tasklane_io::service::{ServiceError, TaskStore};
@@ -18,7 +19,10 @@ use crate::Global;
 
 /// `tasklane fleet`.
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct FleetArgs {
+    #[command(subcommand)]
+    command: Option<FleetCommand>,
     /// One JSON object per endpoint: endpoint, state, stale, last_seen_ms,
     /// seen_ago_ms and the whole last report.
     #[arg(long)]
@@ -30,6 +34,17 @@ pub struct FleetArgs {
     /// With --watch: seconds between two prints.
     #[arg(long, value_name = "SECS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600), requires = "watch")]
     every: u64,
+}
+
+#[derive(Subcommand, Debug)]
+enum FleetCommand {
+    /// Remove every record of endpoint E from the service's store (it was
+    /// retired; a stale endpoint otherwise stays listed). Needs no broker;
+    /// a later report of E lists it again.
+    Forget {
+        #[arg(value_name = "E", value_parser = crate::parse_endpoint)]
+        endpoint: tasklane_core::EndpointId,
+    },
 }
 
 /// `tasklane dashboard`.
@@ -103,8 +118,26 @@ fn read(store: &TaskStore) -> Result<Vec<FleetMember>, Failure> {
     members(store).map_err(|e| Failure::runtime("cannot read the fleet from the store", e))
 }
 
-/// `tasklane fleet [--json] [--watch]`.
+/// `tasklane fleet forget E`: exit 1 when the store has no record of E.
+fn forget(g: &Global, endpoint: &tasklane_core::EndpointId) -> Result<(), Failure> {
+    let store = open_store(g)?;
+    let gone = store
+        .forget_endpoint(endpoint.as_str())
+        .map_err(|e| Failure::runtime(format!("task store {}", g.store.display()), e))?;
+    match gone {
+        0 => Err(Failure::Runtime(format!(
+            "endpoint {endpoint} is not in the fleet of {} (`tasklane fleet` lists it)",
+            g.store.display()
+        ))),
+        n => print_lines([format!("forgot endpoint {endpoint} ({n} process record{})", if n == 1 { "" } else { "s" })]),
+    }
+}
+
+/// `tasklane fleet [--json] [--watch]`, or `tasklane fleet forget E`.
 pub async fn fleet(g: &Global, args: FleetArgs) -> Result<(), Failure> {
+    if let Some(FleetCommand::Forget { endpoint }) = &args.command {
+        return forget(g, endpoint);
+    }
     let brokers = brokers(g, "tasklane fleet")?;
     let store = open_store(g)?;
     let stop = stop_flag();

@@ -174,8 +174,9 @@ impl TaskStore {
     }
 
     /// Forgets the reports of every process of an endpoint (it was
-    /// retired); `false` if there were none.
-    pub fn forget_endpoint(&self, endpoint: &str) -> Result<bool, StoreError> {
+    /// retired); how many records went (0: none were kept). A later report
+    /// of that endpoint adds it again.
+    pub fn forget_endpoint(&self, endpoint: &str) -> Result<usize, StoreError> {
         let mut wtxn = self.env.write_txn()?;
         let mut gone = Vec::new();
         for entry in self.fleet.iter(&wtxn)? {
@@ -188,7 +189,7 @@ impl TaskStore {
             self.fleet.delete(&mut wtxn, k)?;
         }
         wtxn.commit()?;
-        Ok(!gone.is_empty())
+        Ok(gone.len())
     }
 
     /// Throughput samples sent at or after `since_ms`, oldest first.

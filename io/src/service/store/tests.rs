@@ -72,7 +72,7 @@ fn the_fleet_keeps_a_record_per_process_and_drops_superseded_ones() {
     assert_eq!(kept(&store).len(), 3, "a stale or closed report removes nothing");
     store.record_reports(&[report(EndpointState::Consuming, 7, 2, 0)]).unwrap();
     assert_eq!(kept(&store), [(7, 2, EndpointState::Consuming)]);
-    assert!(store.forget_endpoint("e1").unwrap());
+    assert_eq!(store.forget_endpoint("e1").unwrap(), 1);
     assert!(kept(&store).is_empty());
-    assert!(!store.forget_endpoint("e1").unwrap());
+    assert_eq!(store.forget_endpoint("e1").unwrap(), 0);
 }
