@@ -67,6 +67,7 @@ impl CoreRig {
 
     fn handshake(&mut self) {
         let mut pending = std::collections::VecDeque::new();
+        let mut consumers = 0;
         loop {
             while let Some(out) = self.lane.poll() {
                 match out {
@@ -76,9 +77,13 @@ impl CoreRig {
                         self.consume = channel;
                         pending.push_back(Input::QosOk { channel })
                     }
-                    Output::Amqp(Amqp::Consume { channel, .. }) => pending.push_back(Input::ConsumeOk { channel }),
+                    Output::Amqp(Amqp::Consume { channel, .. }) => {
+                        consumers = 1;
+                        pending.push_back(Input::ConsumeOk { channel })
+                    }
+                    // Alone on the queue: none before our consume, ours after.
                     Output::Amqp(Amqp::QueryConsumers { channel, .. }) => {
-                        pending.push_back(Input::ConsumerCount { channel, consumers: 1 })
+                        pending.push_back(Input::ConsumerCount { channel, consumers })
                     }
                     Output::Amqp(Amqp::ConfirmSelect { channel }) => {
                         self.publish = channel;

@@ -76,8 +76,10 @@ pub enum Input {
         /// Which channel.
         channel: ChannelId,
     },
-    /// The answer to `Amqp::QueryConsumers`: how many consumers the queue
-    /// has (a passive `queue.declare`), this lane's own included.
+    /// The answer to `Amqp::QueryConsumers`: the consumer count of a
+    /// passive `queue.declare`, as the broker gives it (a classic queue
+    /// counts every consumer, this lane's own included; a quorum queue
+    /// only the active one).
     ConsumerCount {
         /// The channel the query was made on.
         channel: ChannelId,

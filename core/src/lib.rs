@@ -21,8 +21,8 @@
 //!      report the answer as an input (`Connect` → `Connected` /
 //!      `ConnectFailed`, `OpenChannel` → `ChannelOpened`, `Qos` → `QosOk`,
 //!      `Consume` → `ConsumeOk` (or `ChannelClosed` with the broker's code
-//!      when refused), `QueryConsumers` → `ConsumerCount`, `ConfirmSelect`
-//!      → `ConfirmSelectOk`). Acks, rejects and publishes have no direct
+//!      when refused), `QueryConsumers` → `ConsumerCount` (asked before
+//!      and after the consume), `ConfirmSelect` → `ConfirmSelectOk`). Acks, rejects and publishes have no direct
 //!      answer; confirms come back as `PublishAck` / `PublishNack`, returns
 //!      as `Returned`. `Disconnect` closes politely and expects nothing.
 //!    - [`Output::Spool`]: queue the write; apply writes in order; commit
@@ -66,6 +66,7 @@
 //! let mut inputs: VecDeque<Input> = VecDeque::new();
 //! let mut published = Vec::new();
 //! let mut tasks_left = 3u64;
+//! let mut consumers = 0u32; // the queue's consumer count
 //!
 //! loop {
 //!     while let Some(output) = lane.poll() {
@@ -75,9 +76,10 @@
 //!             Output::Amqp(Amqp::Qos { channel, .. }) => inputs.push_back(Input::QosOk { channel }),
 //!             Output::Amqp(Amqp::ConfirmSelect { channel }) => inputs.push_back(Input::ConfirmSelectOk { channel }),
 //!             Output::Amqp(Amqp::QueryConsumers { channel, .. }) => {
-//!                 inputs.push_back(Input::ConsumerCount { channel, consumers: 1 })
+//!                 inputs.push_back(Input::ConsumerCount { channel, consumers })
 //!             }
 //!             Output::Amqp(Amqp::Consume { channel, .. }) => {
+//!                 consumers = 1; // alone on the queue: ours is the only one
 //!                 inputs.push_back(Input::ConsumeOk { channel });
 //!                 for tag in 1..=tasks_left {
 //!                     let task = Task { id: TaskId::new(format!("t{tag}")).unwrap(), kind: None, body: Bytes::from("hi") };

@@ -74,9 +74,10 @@ pub enum Amqp {
     /// How many consumers `queue` has: a passive `queue.declare` on
     /// `channel`. Answer: `ConsumerCount`. AMQP does not say which single
     /// active consumer is the active one; the first registered one is, so
-    /// a count of one after our consume means it is us.
+    /// core compares the count before its consume with the count after
+    /// (see the lane's consumer module).
     QueryConsumers {
-        /// Which channel (the consuming one).
+        /// Which channel (the consuming one, before and after its consume).
         channel: ChannelId,
         /// The queue, `E.tasks`.
         queue: String,

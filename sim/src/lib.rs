@@ -67,6 +67,8 @@ pub mod worker;
 pub mod workload;
 
 #[cfg(test)]
+mod standby_tests;
+#[cfg(test)]
 mod tests;
 
 /// The broker's turmoil host name.

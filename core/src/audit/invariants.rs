@@ -328,8 +328,10 @@ pub fn commands_fit_the_session(a: &Auditor, cmd: &Amqp) -> Result<(), Violation
         }
         Amqp::QueryConsumers { channel, queue } => {
             live(channel, "queue.declare")?;
-            ensure(a.consume_channels.contains(channel), NAME, || {
-                format!("consumer count asked on {channel:?}, which does not consume")
+            // Asked before the consume and after it, so on the channel set
+            // up for consuming (qos sent), consuming yet or not.
+            ensure(a.qos_channels.contains(channel) || a.consume_channels.contains(channel), NAME, || {
+                format!("consumer count asked on {channel:?}, which is not set up to consume")
             })?;
             queue_ok(queue)
         }

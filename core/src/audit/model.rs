@@ -32,6 +32,9 @@ pub struct Auditor {
     pub(crate) dead_conns: BTreeSet<ConnId>,
     pub(crate) dead_channels: BTreeSet<ChannelId>,
     pub(crate) consume_channels: BTreeSet<ChannelId>,
+    /// Channels set up for consuming (`basic.qos` sent): the consumer count
+    /// is asked on them before and after their consume.
+    pub(crate) qos_channels: BTreeSet<ChannelId>,
     /// Publishing channels, with the last confirm tag used on each.
     pub(crate) publish_channels: BTreeMap<ChannelId, u64>,
 
@@ -92,6 +95,7 @@ impl Auditor {
             dead_conns: BTreeSet::new(),
             dead_channels: BTreeSet::new(),
             consume_channels: BTreeSet::new(),
+            qos_channels: BTreeSet::new(),
             publish_channels: BTreeMap::new(),
             unsettled: BTreeMap::new(),
             issued: 0,
@@ -327,7 +331,10 @@ impl Auditor {
             Amqp::Disconnect { conn, .. } => {
                 self.dead_conns.insert(*conn);
             }
-            Amqp::Qos { .. } | Amqp::QueryConsumers { .. } => {}
+            Amqp::Qos { channel, .. } => {
+                self.qos_channels.insert(*channel);
+            }
+            Amqp::QueryConsumers { .. } => {}
         }
         Ok(())
     }

@@ -405,7 +405,9 @@ impl Lane {
             Conn::Up(s) => match (&s.blocked, s.consume) {
                 (Some((_, reason)), _) => Status::Blocked { reason: reason.clone() },
                 (None, ConsumeChan::Active(_)) => Status::Consuming,
-                (None, ConsumeChan::Waiting { .. } | ConsumeChan::Refused { .. }) => Status::Standby,
+                (None, ConsumeChan::Waiting { .. } | ConsumeChan::Uncounted(_) | ConsumeChan::Refused { .. }) => {
+                    Status::Standby
+                }
                 (None, _) => Status::Connecting,
             },
         }

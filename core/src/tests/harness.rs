@@ -49,6 +49,10 @@ pub struct Broker {
     /// Another endpoint holds the queue: the consumer count says two
     /// (single active consumer) or are refused (exclusive).
     pub other_holder: bool,
+    /// The queue counts only its active consumer (a quorum queue): the
+    /// count is one while any consumer is registered. Otherwise (a classic
+    /// queue) it counts every registered consumer.
+    pub quorum: bool,
     pub nack_next: usize,
     /// Confirms wait in `held_confirms` until released.
     pub hold_confirms: bool,
@@ -317,7 +321,12 @@ impl World {
                 }
             }
             Amqp::QueryConsumers { channel, .. } if b.channels.contains(&channel) => {
-                let consumers = u32::from(b.consumer.channel.is_some()) + u32::from(b.other_holder);
+                let ours = b.consumer.channel.is_some();
+                let consumers = if b.quorum {
+                    u32::from(ours || b.other_holder)
+                } else {
+                    u32::from(ours) + u32::from(b.other_holder)
+                };
                 self.inputs.push_back(Input::ConsumerCount { channel, consumers });
             }
             Amqp::ConfirmSelect { channel } if b.channels.contains(&channel) => {

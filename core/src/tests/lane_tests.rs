@@ -561,6 +561,8 @@ fn a_consume_refused_after_an_early_delivery_takes_the_delivery_with_it() {
     let consume = ChannelId(1);
     feed(&mut lane, Input::ChannelOpened { channel: consume });
     let out = feed(&mut lane, Input::QosOk { channel: consume });
+    assert!(out.iter().any(|o| matches!(o, Output::Amqp(Amqp::QueryConsumers { channel, .. }) if *channel == consume)));
+    let out = feed(&mut lane, Input::ConsumerCount { channel: consume, consumers: 0 });
     assert!(out.iter().any(|o| matches!(o, Output::Amqp(Amqp::Consume { channel, .. }) if *channel == consume)));
     let delivery = Input::Delivery { channel: consume, tag: 1, redelivered: false, message: task_msg("a") };
     let out = feed(&mut lane, delivery);

@@ -13,7 +13,7 @@ fn a_standby_asks_for_the_consumer_count_and_takes_over_when_alone() {
     w.drive_for(Duration::from_secs(5));
     assert_eq!(w.lane.status(), &Status::Standby);
     let queries = w.count(|c| matches!(c, Amqp::QueryConsumers { .. }));
-    assert!((3..=4).contains(&queries), "one query after consuming and one every 2 s: {queries} in 5 s");
+    assert!((4..=5).contains(&queries), "one query before consuming, one after and one every 2 s: {queries} in 5 s");
     // The other endpoint goes; no task is waiting, so no delivery can tell:
     // the count does, at the next poll.
     w.broker.other_holder = false;
@@ -23,6 +23,80 @@ fn a_standby_asks_for_the_consumer_count_and_takes_over_when_alone() {
     let after = w.count(|c| matches!(c, Amqp::QueryConsumers { .. }));
     w.drive_for(Duration::from_secs(10));
     assert_eq!(w.count(|c| matches!(c, Amqp::QueryConsumers { .. })), after, "an active consumer stops asking");
+}
+
+/// The kinds of command, in order, up to the first query after consume-ok.
+fn consume_handshake(w: &World) -> Vec<&'static str> {
+    w.commands
+        .iter()
+        .filter_map(|c| match c {
+            Amqp::Qos { .. } => Some("qos"),
+            Amqp::QueryConsumers { .. } => Some("count"),
+            Amqp::Consume { .. } => Some("consume"),
+            _ => None,
+        })
+        .take(4)
+        .collect()
+}
+
+#[test]
+fn the_consumer_count_is_asked_before_and_after_the_consume() {
+    let mut w = World::new(cfg());
+    w.drive_for(Duration::from_secs(1));
+    assert_eq!(consume_handshake(&w), ["qos", "count", "consume", "count"]);
+    assert_eq!(w.lane.status(), &Status::Consuming, "alone on the queue: 0 before, 1 after");
+}
+
+#[test]
+fn a_standby_on_a_quorum_queue_stays_standby_until_a_delivery() {
+    let mut w = World::new(cfg());
+    w.broker.quorum = true;
+    w.broker.other_holder = true;
+    w.drive_for(Duration::from_secs(5));
+    // 1 before our consume and 1 after: ours is not counted, so it waits.
+    assert_eq!(w.lane.status(), &Status::Standby, "a quorum queue counts only the active consumer");
+    assert_eq!(
+        w.count(|c| matches!(c, Amqp::QueryConsumers { .. })),
+        2,
+        "no polling: on a quorum queue a later count cannot tell"
+    );
+    // The other endpoint goes and the broker makes ours active; the count
+    // still says 1, so only a delivery can tell.
+    w.broker.other_holder = false;
+    w.broker.standby = false;
+    w.drive_for(Duration::from_secs(10));
+    assert_eq!(w.lane.status(), &Status::Standby, "an idle queue: nothing proves activity yet");
+    assert_eq!(w.count(|c| matches!(c, Amqp::QueryConsumers { .. })), 2);
+    w.submit("a");
+    w.drive();
+    assert_eq!(w.lane.status(), &Status::Consuming, "the first delivery proves it active");
+    assert_eq!(w.converged(), None);
+}
+
+#[test]
+fn a_lone_consumer_on_a_quorum_queue_is_active() {
+    let mut w = World::new(cfg());
+    w.broker.quorum = true;
+    w.submit("a");
+    w.drive_for(Duration::from_secs(1));
+    assert_eq!(w.lane.status(), &Status::Consuming);
+    w.drive();
+    assert_eq!(w.converged(), None);
+}
+
+#[test]
+fn a_late_count_before_the_consume_is_ignored() {
+    let mut w = World::new(cfg());
+    w.broker.quorum = true;
+    w.broker.other_holder = true;
+    w.drive_for(Duration::from_secs(1));
+    assert_eq!(w.lane.status(), &Status::Standby);
+    let channel = w.broker.consumer.channel.expect("registered");
+    // Stale answers (a count for a question no longer asked) change nothing.
+    for consumers in [0, 1, 2] {
+        w.feed(Input::ConsumerCount { channel, consumers });
+        assert_eq!(w.lane.status(), &Status::Standby);
+    }
 }
 
 #[test]

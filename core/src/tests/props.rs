@@ -38,6 +38,7 @@ enum Action {
     Crash,
     Reachable(bool),
     OtherHolder(bool),
+    Quorum(bool),
     Advance(u16),
     /// Misuse of the API while deadlines are due.
     Misuse(u8, u16),
@@ -64,6 +65,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => Just(Action::Crash),
         1 => any::<bool>().prop_map(Action::Reachable),
         1 => any::<bool>().prop_map(Action::OtherHolder),
+        1 => any::<bool>().prop_map(Action::Quorum),
         2 => (1u16..5000).prop_map(Action::Advance),
         1 => (any::<u8>(), 0u16..3000).prop_map(|(k, ms)| Action::Misuse(k, ms)),
     ]
@@ -130,6 +132,7 @@ fn run(cfg: Config, actions: Vec<Action>) {
                     w.broker.standby = false;
                 }
             }
+            Action::Quorum(on) => w.broker.quorum = on,
             Action::Advance(ms) => {
                 w.now += Duration::from_millis(u64::from(ms));
                 w.feed(Input::Timeout);

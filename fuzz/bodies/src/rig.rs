@@ -113,7 +113,11 @@ impl Rig {
             return false;
         }
         let cmd = self.pending.remove(i % self.pending.len());
-        let input = answer(&cmd).expect("only answerable commands are pending");
+        let mut input = answer(&cmd).expect("only answerable commands are pending");
+        if let Input::ConsumerCount { channel, consumers } = &mut input {
+            // Alone on the queue: none before our consume, ours after it.
+            *consumers = u32::from(self.auditor.live_consume_channels().contains(channel));
+        }
         self.feed(input).expect("answers to issued commands are not misuse");
         true
     }
@@ -156,6 +160,7 @@ pub fn answer(cmd: &Amqp) -> Option<Input> {
         Amqp::OpenChannel { channel } => Input::ChannelOpened { channel: *channel },
         Amqp::Qos { channel, .. } => Input::QosOk { channel: *channel },
         Amqp::Consume { channel, .. } => Input::ConsumeOk { channel: *channel },
+        // `Rig::answer` corrects the count to 0 before the consume.
         Amqp::QueryConsumers { channel, .. } => Input::ConsumerCount { channel: *channel, consumers: 1 },
         Amqp::ConfirmSelect { channel } => Input::ConfirmSelectOk { channel: *channel },
         // A healthy queue holds nothing undecodable.

@@ -22,6 +22,14 @@ use tokio::sync::watch;
 /// Nobody listens here: the broker is "unreachable".
 pub const DEAD_URL: &str = "amqp://guest:guest@127.0.0.1:1/%2f";
 
+/// The type of a test's task queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueType {
+    Classic,
+    /// Counts only its active consumer in a passive declare.
+    Quorum,
+}
+
 /// One test's piece of the broker: the endpoint's task queue and two
 /// queues of the test's own that see its results and its dead letters.
 pub struct Topology {
@@ -47,11 +55,16 @@ fn field(table: &mut FieldTable, key: &str, value: FieldValue) {
 }
 
 impl Topology {
-    /// Declares, for a fresh endpoint id: `E.tasks` (single active
-    /// consumer, dead-lettering to `tasklane.dead`), the `results` topic
-    /// exchange and `tasklane.dead` fanout exchange if missing, and the
-    /// test's result and dead-letter queues.
+    /// Declares, for a fresh endpoint id: `E.tasks` (a classic queue,
+    /// single active consumer, dead-lettering to `tasklane.dead`), the
+    /// `results` topic exchange and `tasklane.dead` fanout exchange if
+    /// missing, and the test's result and dead-letter queues.
     pub async fn declare() -> Self {
+        Self::declare_of(QueueType::Classic).await
+    }
+
+    /// As [`Topology::declare`], with `E.tasks` of the given type.
+    pub async fn declare_of(kind: QueueType) -> Self {
         let vhost = tokio::task::spawn_blocking(tasklane_tests::Vhost::create).await.unwrap().expect("a test vhost");
         let vhost = std::sync::Arc::new(vhost);
         let url = vhost.url();
@@ -64,6 +77,9 @@ impl Topology {
         let tasks = format!("{id}.tasks");
         let mut args = FieldTable::new();
         field(&mut args, "x-single-active-consumer", FieldValue::t(true));
+        if kind == QueueType::Quorum {
+            field(&mut args, "x-queue-type", FieldValue::S("quorum".try_into().unwrap()));
+        }
         field(&mut args, "x-dead-letter-exchange", FieldValue::S("tasklane.dead".try_into().unwrap()));
         channel
             .queue_declare(QueueDeclareArguments::durable_client_named(&tasks).arguments(args).finish())
@@ -84,7 +100,16 @@ impl Topology {
         F: FnOnce(Topology) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let topo = Topology::declare().await;
+        Self::run_on(QueueType::Classic, test).await
+    }
+
+    /// As [`Topology::run`], with `E.tasks` of the given type.
+    pub async fn run_on<F, Fut>(kind: QueueType, test: F)
+    where
+        F: FnOnce(Topology) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let topo = Topology::declare_of(kind).await;
         let vhost = topo.vhost.clone();
         let outcome = tokio::spawn(test(topo)).await;
         // The last handle deletes the vhost (a blocking HTTP call).

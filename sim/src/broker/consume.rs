@@ -9,7 +9,9 @@
 //!   channel or connection ends) the next becomes active. As RabbitMQ on
 //!   AMQP 0-9-1, the broker tells nobody who is active: a client learns it
 //!   from its first delivery, or from the consumer count of a passive
-//!   declare (the first registered consumer is the active one).
+//!   declare (the first registered consumer is the active one). The
+//!   count differs by queue type: a classic queue counts every consumer,
+//!   a quorum queue only the active one.
 
 use super::engine::{Consumer, Engine};
 use super::event::{ConnId, Event};
@@ -74,13 +76,20 @@ impl Engine {
     }
 
     /// A passive `queue.declare`: the counts, or 404 for a missing queue.
+    /// As RabbitMQ 3.10 (measured): a classic queue counts every registered
+    /// consumer, a quorum queue only the active ones, so a waiting
+    /// single-active consumer is not counted there.
     pub(super) fn declare_passive(&mut self, conn: ConnId, ch: ChannelNo, queue: &str) {
-        if !self.topology.queues.contains_key(queue) {
+        let Some(spec) = self.topology.queues.get(queue) else {
             let text = format!("NOT_FOUND - no queue '{queue}' in vhost '/'");
             self.channel_error(conn, ch, code::NOT_FOUND, &text);
             return;
-        }
-        let consumers = self.consumers.get(queue).map_or(0, Vec::len) as u32;
+        };
+        let list = self.consumers.get(queue).map(Vec::as_slice).unwrap_or_default();
+        let consumers = match spec.kind {
+            QueueKind::Classic => list.len(),
+            QueueKind::Quorum => list.iter().filter(|c| c.active).count(),
+        } as u32;
         let messages = self.queues.get(queue).map_or(0, |q| q.counts().ready) as u32;
         self.send(conn, ServerMethod::DeclareOk { ch, queue: queue.to_owned(), messages, consumers });
     }

@@ -227,3 +227,31 @@ fn reject_without_requeue_dead_letters_with_the_reason() {
     assert_eq!(dead[0].message.header_str(DEATH_REASON), Some("rejected"));
     assert_eq!(dead[0].message.header_str(DEATH_QUEUE), Some("E.tasks"));
 }
+
+#[test]
+fn the_consumer_count_is_every_consumer_on_a_classic_queue_and_the_active_one_on_a_quorum_queue() {
+    // Measured on RabbitMQ 3.10 (passive declare before any consumer, after
+    // the first, after the second, after the first has gone): classic
+    // 0/1/2/1, quorum 0/1/1/1.
+    for (kind, want) in [(QueueKind::Classic, [0, 1, 2, 1]), (QueueKind::Quorum, [0, 1, 1, 1])] {
+        let broker =
+            Broker::new(BrokerConfig { heartbeat_ms: 0, ..BrokerConfig::new(Topology::tasklane(&["E"], kind)) });
+        let mut sim = sim(&broker);
+        sim.client("endpoints", async move {
+            let mut probe = connect("probe").await;
+            probe.open_channel(1, T).await.unwrap();
+            let mut counts = vec![consumer_count(&mut probe, "E.tasks").await];
+            let (first, first_active) = consumer("a", "E.tasks", 10, false).await;
+            counts.push(consumer_count(&mut probe, "E.tasks").await);
+            let (_second, second_active) = consumer("b", "E.tasks", 10, false).await;
+            counts.push(consumer_count(&mut probe, "E.tasks").await);
+            assert!(first_active && !second_active);
+            drop(first);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            counts.push(consumer_count(&mut probe, "E.tasks").await);
+            assert_eq!(counts, want, "{kind:?}");
+            Ok(())
+        });
+        sim.run().unwrap();
+    }
+}
