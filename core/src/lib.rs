@@ -150,10 +150,10 @@ pub use ids::{ChannelId, ConnId, DeliveryTag, EndpointId, OutboxSeq, PublishTag,
 pub use input::Input;
 pub use lane::Lane;
 pub use message::{
-    decode_result, decode_task, encode_result, encode_result_headers, encode_task, HeaderValue, Malformed, RawMessage, ReceivedResult,
-    ResultStatus, Task, TaskLimits, TaskResult,
+    decode_result, decode_task, encode_result, encode_result_headers, encode_task, HeaderValue, Malformed, RawMessage,
+    ReceivedResult, ResultStatus, Task, TaskLimits, TaskResult,
 };
 pub use output::{Amqp, Event, Handoff, Output, Report, Status};
 pub use service_failover::BrokerRounds;
-pub use spool::{MemorySpool, SpoolOp, SpoolSnapshot, SpoolWrite, ResultMeta, StoredTask, TaskMeta};
+pub use spool::{MemorySpool, ResultMeta, SpoolOp, SpoolSnapshot, SpoolWrite, StoredTask, TaskMeta};
 pub use window::DedupWindow;

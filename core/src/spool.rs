@@ -313,7 +313,10 @@ mod tests {
         assert_eq!(snap.inbox[0], TaskMeta { arrival: 1, id: TaskId::new("b").unwrap(), size: 1 });
         assert_eq!(s.task(1), Some(&task("b")));
         assert_eq!(s.task(0), None, "completed");
-        assert_eq!(snap.outbox, vec![ResultMeta { seq: OutboxSeq(0), task: TaskId::new("a").unwrap(), status: ResultStatus::Ok, size: 0 }]);
+        assert_eq!(
+            snap.outbox,
+            vec![ResultMeta { seq: OutboxSeq(0), task: TaskId::new("a").unwrap(), status: ResultStatus::Ok, size: 0 }]
+        );
         assert_eq!(s.result_body(OutboxSeq(0)), Some(&Bytes::new()));
         assert_eq!(snap.completed, vec![TaskId::new("a").unwrap()]);
         assert_eq!(snap.next_arrival(), 2);

@@ -12,8 +12,8 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
 
-use tasklane_core::spool::SpoolModelError;
 use bytes::Bytes;
+use tasklane_core::spool::SpoolModelError;
 use tasklane_core::{MemorySpool, OutboxSeq, SpoolSnapshot, SpoolWrite, Task, TaskId, WriteSeq};
 
 /// What a write costs on the simulated disk beyond its payload (keys,

@@ -3,8 +3,8 @@
 //! changes what the lane holds, updates the model.
 
 use crate::{
-    decode_result, decode_task, Amqp, ChannelId, Input, Lane, OutboxSeq, Output, RawMessage, Report, ResultMeta, SpoolOp, TaskId,
-    TaskLimits, UsageError,
+    decode_result, decode_task, Amqp, ChannelId, Input, Lane, OutboxSeq, Output, RawMessage, Report, ResultMeta,
+    SpoolOp, TaskId, TaskLimits, UsageError,
 };
 
 use super::model::{Auditor, InFlight};

@@ -94,7 +94,8 @@ impl Outbox {
         };
         for r in &snap.outbox {
             outbox.by_task.insert(r.task.clone(), r.seq);
-            let entry = Entry { task: r.task.clone(), status: r.status, size: r.size, state: State::Waiting, failures: 0 };
+            let entry =
+                Entry { task: r.task.clone(), status: r.status, size: r.size, state: State::Waiting, failures: 0 };
             outbox.entries.insert(r.seq, entry);
             outbox.ready.insert(r.seq);
         }
@@ -188,7 +189,9 @@ impl Lane {
         self.outbox.next_seq += 1;
         self.counters.completed += 1;
         self.outbox.by_task.insert(task.clone(), seq);
-        self.outbox.entries.insert(seq, Entry { task: task.clone(), status, size, state: State::Committing, failures: 0 });
+        self.outbox
+            .entries
+            .insert(seq, Entry { task: task.clone(), status, size, state: State::Committing, failures: 0 });
         // The body goes to the spool only: the outbox keeps none.
         let write = self.write(SpoolOp::Complete { seq, result: TaskResult { task, status, body }, forget });
         self.outbox.committing.push_back((write, seq));

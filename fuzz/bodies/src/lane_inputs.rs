@@ -16,8 +16,8 @@ use std::time::Duration;
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
 use tasklane_core::{
-    encode_task, BackoffConfig, Config, ConsumeMode, EndpointId, Input, MemorySpool, OutboxSeq, RawMessage,
-    ResultStatus, ResultMeta, SpoolSnapshot, StoredTask, Task, TaskId, TaskResult, WriteSeq,
+    encode_task, BackoffConfig, Config, ConsumeMode, EndpointId, Input, MemorySpool, OutboxSeq, RawMessage, ResultMeta,
+    ResultStatus, SpoolSnapshot, StoredTask, Task, TaskId, TaskResult, WriteSeq,
 };
 
 use crate::rig::Rig;

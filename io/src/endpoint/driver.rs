@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use tasklane_core::{
-    Amqp, ConnId, Counters, Event, Input, Lane, OutboxSeq, Output, ResultStatus, SpoolOp, SpoolSnapshot, Status, Task, TaskId,
-    UsageError, WriteSeq,
+    Amqp, ConnId, Counters, Event, Input, Lane, OutboxSeq, Output, ResultStatus, SpoolOp, SpoolSnapshot, Status, Task,
+    TaskId, UsageError, WriteSeq,
 };
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};

@@ -15,8 +15,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use tasklane_core::{
     Amqp, ConnId, Counters, Input, Lane, OutboxSeq, Output, SpoolSnapshot, SpoolWrite, Status, Task, UsageError,
 };

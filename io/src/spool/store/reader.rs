@@ -21,8 +21,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use heed::Env;
 use bytes::Bytes;
+use heed::Env;
 use tasklane_core::codec;
 use tasklane_core::{OutboxSeq, Task};
 
