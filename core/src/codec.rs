@@ -148,6 +148,14 @@ pub fn decode_task(bytes: &[u8]) -> Result<Task, DecodeError> {
 
 /// Decodes an outbox result.
 pub fn decode_result(bytes: &[u8]) -> Result<TaskResult, DecodeError> {
+    let (task, status, body) = decode_result_parts(bytes)?;
+    Ok(TaskResult { task, status, body: Bytes::copy_from_slice(body) })
+}
+
+/// Decodes an outbox result without copying its body: the task, the
+/// status and the body as a slice of `bytes` (what a reopen keeps of it, or
+/// what a publish copies once). Checks the record as [`decode_result`] does.
+pub fn decode_result_parts(bytes: &[u8]) -> Result<(TaskId, ResultStatus, &[u8]), DecodeError> {
     let mut r = open(bytes, RESULT_TAG)?;
     let task = r.task_id()?;
     let status = match r.u8()? {
@@ -156,9 +164,9 @@ pub fn decode_result(bytes: &[u8]) -> Result<TaskResult, DecodeError> {
         _ => return Err(DecodeError::Invalid("status")),
     };
     let n = r.u32()? as usize;
-    let body = Bytes::copy_from_slice(r.take(n)?);
+    let body = r.take(n)?;
     finish(&r)?;
-    Ok(TaskResult { task, status, body })
+    Ok((task, status, body))
 }
 
 #[cfg(test)]

@@ -87,7 +87,9 @@
 //!                 }
 //!                 tasks_left = 0;
 //!             }
-//!             Output::Amqp(Amqp::Publish { tag, message, .. }) => {
+//!             Output::Amqp(Amqp::Publish { tag, result, mut message, .. }) => {
+//!                 // Core keeps no result bodies: the shell reads them from the spool.
+//!                 message.body = spool.result_body(result).unwrap().clone();
 //!                 published.push(message);
 //!                 inputs.push_back(Input::PublishAck { channel: tag.channel, tag: tag.seq, multiple: false });
 //!             }
@@ -150,10 +152,10 @@ pub use ids::{ChannelId, ConnId, DeliveryTag, EndpointId, OutboxSeq, PublishTag,
 pub use input::Input;
 pub use lane::Lane;
 pub use message::{
-    decode_result, decode_task, encode_result, encode_task, HeaderValue, Malformed, RawMessage, ReceivedResult,
-    ResultStatus, Task, TaskLimits, TaskResult,
+    decode_result, decode_task, encode_result, encode_result_headers, encode_task, HeaderValue, Malformed, RawMessage,
+    ReceivedResult, ResultStatus, Task, TaskLimits, TaskResult,
 };
 pub use output::{Amqp, Event, Handoff, Output, Report, Status};
 pub use service_failover::BrokerRounds;
-pub use spool::{MemorySpool, SpoolOp, SpoolSnapshot, SpoolWrite, StoredResult, StoredTask, TaskMeta};
+pub use spool::{MemorySpool, ResultMeta, SpoolOp, SpoolSnapshot, SpoolWrite, StoredTask, TaskMeta};
 pub use window::DedupWindow;

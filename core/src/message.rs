@@ -318,13 +318,20 @@ pub fn decode_result(routing_key: &str, raw: &RawMessage, limits: TaskLimits) ->
 /// The message an endpoint publishes for a result (the inverse of
 /// [`decode_result`]); shells copy it into AMQP properties as they are.
 pub fn encode_result(endpoint: &EndpointId, result: &TaskResult) -> RawMessage {
+    RawMessage { body: result.body.clone(), ..encode_result_headers(endpoint, &result.task, result.status) }
+}
+
+/// The message an endpoint publishes for a result of `task`, without its
+/// body (empty): what core issues in `Amqp::Publish`, whose shell reads the
+/// body from the spool.
+pub fn encode_result_headers(endpoint: &EndpointId, task: &TaskId, status: ResultStatus) -> RawMessage {
     RawMessage {
-        message_id: Some(result.task.as_str().as_bytes().to_vec()),
+        message_id: Some(task.as_str().as_bytes().to_vec()),
         headers: vec![
             (ENDPOINT_HEADER.to_string(), HeaderValue::Str(endpoint.as_str().as_bytes().to_vec())),
-            (STATUS_HEADER.to_string(), HeaderValue::Str(result.status.as_str().as_bytes().to_vec())),
+            (STATUS_HEADER.to_string(), HeaderValue::Str(status.as_str().as_bytes().to_vec())),
         ],
-        body: result.body.clone(),
+        body: Bytes::new(),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use crate::ids::{ChannelId, ConnId, DeliveryTag, PublishTag, TaskId};
+use crate::ids::{ChannelId, ConnId, DeliveryTag, OutboxSeq, PublishTag, TaskId};
 use crate::message::{Malformed, RawMessage};
 use crate::spool::{SpoolWrite, TaskMeta};
 
@@ -100,9 +100,13 @@ pub enum Amqp {
         /// The tag, with its channel.
         tag: DeliveryTag,
     },
-    /// `basic.publish`, persistent, mandatory, under publisher confirms. The
-    /// shell sends publishes on `tag.channel` in the order issued; `tag.seq`
-    /// is the confirm tag the broker will use.
+    /// `basic.publish` of the outbox result at `result`, persistent,
+    /// mandatory, under publisher confirms. The shell sends publishes on
+    /// `tag.channel` in the order issued; `tag.seq` is the confirm tag the
+    /// broker will use. Core keeps no result bodies (SPEC §4 "Memory"):
+    /// `message.body` is empty and the shell reads the body from the
+    /// spool's outbox at `result` (committed before any publish of it) as
+    /// it publishes.
     Publish {
         /// Channel and confirm tag.
         tag: PublishTag,
@@ -110,7 +114,10 @@ pub enum Amqp {
         exchange: &'static str,
         /// Routing key, `E.results`.
         routing_key: String,
-        /// The message: `message_id`, headers and body.
+        /// The result's outbox position, where the spool keeps its body.
+        result: OutboxSeq,
+        /// The message's `message_id` and headers; its body is the
+        /// spool's (empty here).
         message: RawMessage,
     },
     /// `basic.publish` of a status report (SPEC §4, "Observability"):

@@ -11,8 +11,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use bytes::Bytes;
+
 use crate::ids::{OutboxSeq, TaskId, WriteSeq};
-use crate::message::{Task, TaskResult};
+use crate::message::{ResultStatus, Task, TaskResult};
 
 /// A task in the inbox, with its arrival position (hand-off order).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,13 +46,29 @@ pub struct TaskMeta {
     pub size: u64,
 }
 
-/// A result in the outbox.
+/// What core keeps of an outbox result: what policy needs (its position,
+/// the task it answers, its status for the message's headers, how much
+/// room it takes), never its body. The body is written to the spool by the
+/// completing write and stays there until the broker confirms it (SPEC §4
+/// "Memory"); the shell reads it from there by `seq` when it publishes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredResult {
-    /// Outbox position, increasing over the spool's whole life.
+pub struct ResultMeta {
+    /// Outbox position, increasing over the spool's whole life: the
+    /// result's key in the spool's outbox.
     pub seq: OutboxSeq,
-    /// The result.
-    pub result: TaskResult,
+    /// The task this result answers.
+    pub task: TaskId,
+    /// Success or failure.
+    pub status: ResultStatus,
+    /// Length of its body, in bytes.
+    pub size: u64,
+}
+
+impl ResultMeta {
+    /// What core keeps of `result`, stored at `seq`.
+    pub fn of(seq: OutboxSeq, result: &TaskResult) -> Self {
+        Self { seq, task: result.task.clone(), status: result.status, size: result.body.len() as u64 }
+    }
 }
 
 /// One change to the spool.
@@ -86,13 +104,14 @@ pub struct SpoolWrite {
 }
 
 /// What a spool holds, as handed to [`crate::Lane::new`] on start: of the
-/// inbox only what core keeps of each task (the bodies stay on disk).
+/// inbox and the outbox only what core keeps of each task and result (the
+/// bodies stay on disk).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SpoolSnapshot {
     /// Inbox tasks, in arrival order.
     pub inbox: Vec<TaskMeta>,
     /// Outbox results, in outbox order.
-    pub outbox: Vec<StoredResult>,
+    pub outbox: Vec<ResultMeta>,
     /// Completed task ids, oldest first.
     pub completed: Vec<TaskId>,
     /// The arrival position the next task gets (persisted: positions never
@@ -140,12 +159,20 @@ struct Held {
     task: Option<Task>,
 }
 
+/// An outbox result of [`MemorySpool`]: its body is known unless the spool
+/// was built from a snapshot, which carries none.
+#[derive(Clone, Debug)]
+struct HeldResult {
+    meta: ResultMeta,
+    body: Option<Bytes>,
+}
+
 /// The reference spool, in memory.
 #[derive(Clone, Debug, Default)]
 pub struct MemorySpool {
     inbox: BTreeMap<u64, Held>,
     inbox_ids: BTreeMap<TaskId, u64>,
-    outbox: BTreeMap<OutboxSeq, TaskResult>,
+    outbox: BTreeMap<OutboxSeq, HeldResult>,
     completed: VecDeque<TaskId>,
     next_arrival: u64,
     next_outbox: u64,
@@ -158,7 +185,8 @@ impl MemorySpool {
     }
 
     /// A spool holding `snap`. A snapshot has no bodies, so [`Self::task`]
-    /// knows none of its inbox tasks.
+    /// knows none of its inbox tasks and [`Self::result_body`] none of its
+    /// outbox results.
     pub fn from_snapshot(snap: &SpoolSnapshot) -> Self {
         let mut s = Self::new();
         for t in &snap.inbox {
@@ -166,7 +194,7 @@ impl MemorySpool {
             s.inbox.insert(t.arrival, Held { meta: t.clone(), task: None });
         }
         for r in &snap.outbox {
-            s.outbox.insert(r.seq, r.result.clone());
+            s.outbox.insert(r.seq, HeldResult { meta: r.clone(), body: None });
         }
         s.completed = snap.completed.iter().cloned().collect();
         s.next_arrival = snap.next_arrival();
@@ -198,7 +226,8 @@ impl MemorySpool {
                 self.next_outbox = seq.0 + 1;
                 self.inbox_ids.remove(&result.task);
                 self.inbox.remove(&arrival);
-                self.outbox.insert(*seq, result.clone());
+                let meta = ResultMeta::of(*seq, result);
+                self.outbox.insert(*seq, HeldResult { meta, body: Some(result.body.clone()) });
                 self.completed.push_back(result.task.clone());
                 if let Some(f) = forget {
                     if let Some(i) = self.completed.iter().position(|c| c == f) {
@@ -219,7 +248,7 @@ impl MemorySpool {
     pub fn snapshot(&self) -> SpoolSnapshot {
         SpoolSnapshot {
             inbox: self.inbox.values().map(|held| held.meta.clone()).collect(),
-            outbox: self.outbox.iter().map(|(&seq, result)| StoredResult { seq, result: result.clone() }).collect(),
+            outbox: self.outbox.values().map(|held| held.meta.clone()).collect(),
             completed: self.completed.iter().cloned().collect(),
             arrival_counter: self.next_arrival,
             outbox_counter: self.next_outbox,
@@ -230,6 +259,12 @@ impl MemorySpool {
     /// knows its body.
     pub fn task(&self, arrival: u64) -> Option<&Task> {
         self.inbox.get(&arrival).and_then(|held| held.task.as_ref())
+    }
+
+    /// The body of the outbox result at `seq`, if the spool holds it and
+    /// knows its body.
+    pub fn result_body(&self, seq: OutboxSeq) -> Option<&Bytes> {
+        self.outbox.get(&seq).and_then(|held| held.body.as_ref())
     }
 
     /// Tasks in the inbox.
@@ -249,14 +284,12 @@ impl MemorySpool {
 
     /// Whether the outbox holds a result for `task`.
     pub fn outbox_contains(&self, task: &TaskId) -> bool {
-        self.outbox.values().any(|r| &r.task == task)
+        self.outbox.values().any(|r| &r.meta.task == task)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-
     use super::*;
     use crate::message::ResultStatus;
 
@@ -280,7 +313,11 @@ mod tests {
         assert_eq!(snap.inbox[0], TaskMeta { arrival: 1, id: TaskId::new("b").unwrap(), size: 1 });
         assert_eq!(s.task(1), Some(&task("b")));
         assert_eq!(s.task(0), None, "completed");
-        assert_eq!(snap.outbox.len(), 1);
+        assert_eq!(
+            snap.outbox,
+            vec![ResultMeta { seq: OutboxSeq(0), task: TaskId::new("a").unwrap(), status: ResultStatus::Ok, size: 0 }]
+        );
+        assert_eq!(s.result_body(OutboxSeq(0)), Some(&Bytes::new()));
         assert_eq!(snap.completed, vec![TaskId::new("a").unwrap()]);
         assert_eq!(snap.next_arrival(), 2);
         assert_eq!(snap.next_outbox_seq(), OutboxSeq(1));
@@ -298,5 +335,7 @@ mod tests {
         let again = MemorySpool::from_snapshot(&s.snapshot());
         assert_eq!(again.snapshot(), s.snapshot());
         assert_eq!(again.task(1), None, "a snapshot carries no bodies");
+        assert!(s.result_body(OutboxSeq(1)).is_some());
+        assert_eq!(again.result_body(OutboxSeq(1)), None, "nor result bodies");
     }
 }

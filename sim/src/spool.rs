@@ -12,8 +12,9 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
 
+use bytes::Bytes;
 use tasklane_core::spool::SpoolModelError;
-use tasklane_core::{MemorySpool, SpoolSnapshot, SpoolWrite, Task, TaskId, WriteSeq};
+use tasklane_core::{MemorySpool, OutboxSeq, SpoolSnapshot, SpoolWrite, Task, TaskId, WriteSeq};
 
 /// What a write costs on the simulated disk beyond its payload (keys,
 /// page headers): every write needs some room, a delete too.
@@ -79,6 +80,11 @@ impl DurableSpool {
         self.0.borrow().model.task(arrival).cloned()
     }
 
+    /// The body of the outbox result at `seq`, as the last commit left it.
+    pub fn result_body(&self, seq: OutboxSeq) -> Option<Bytes> {
+        self.0.borrow().model.result_body(seq).cloned()
+    }
+
     /// Whether the task is durably held: in the inbox, or completed.
     pub fn holds(&self, task: &TaskId) -> bool {
         let inner = self.0.borrow();
@@ -102,7 +108,7 @@ impl DurableSpool {
     fn used(inner: &Inner) -> u64 {
         let snap = inner.model.snapshot();
         let inbox: u64 = snap.inbox.iter().map(|t| t.size + t.id.as_str().len() as u64 + WRITE_OVERHEAD).sum();
-        let outbox: u64 = snap.outbox.iter().map(|r| r.result.body.len() as u64 + WRITE_OVERHEAD).sum();
+        let outbox: u64 = snap.outbox.iter().map(|r| r.size + WRITE_OVERHEAD).sum();
         let window: u64 = snap.completed.iter().map(|id| id.as_str().len() as u64 + 16).sum();
         inbox + outbox + window
     }

@@ -3,8 +3,8 @@
 //! changes what the lane holds, updates the model.
 
 use crate::{
-    decode_result, decode_task, Amqp, ChannelId, Input, Lane, OutboxSeq, Output, RawMessage, Report, SpoolOp, TaskId,
-    TaskLimits, UsageError,
+    decode_result, decode_task, Amqp, ChannelId, Input, Lane, OutboxSeq, Output, RawMessage, Report, ResultMeta,
+    SpoolOp, TaskId, TaskLimits, UsageError,
 };
 
 use super::model::{Auditor, InFlight};
@@ -145,9 +145,9 @@ pub fn no_result_dropped_before_confirm(
             input.map(Input::name)
         )
     })?;
-    // Two publishes of equal results may be covered; a returned one is
+    // Two publishes of the same result may be covered; a returned one is
     // matched only when no other is left.
-    let matching = |p: &InFlight| p.result == result;
+    let matching = |p: &InFlight| p.seq == seq;
     let i =
         (a.acked_now.iter().position(|p| matching(p) && !p.returned)).or_else(|| a.acked_now.iter().position(matching));
     let Some(i) = i else {
@@ -197,13 +197,19 @@ fn takes_the_next_confirm_tag(
 
 /// Publishes go on a live publishing channel with consecutive confirm tags,
 /// to `results` under the endpoint's key, carry a valid result of this
-/// endpoint, and only of a result the spool holds durably.
+/// endpoint, and only of a result the spool holds durably: the publish
+/// names the outbox position whose committed record is that task's result
+/// with that status and the application's body (checked in the completing
+/// write by [`spool_accepts_every_write`]), and carries no body of its own,
+/// so the shell publishes exactly the spool's.
+#[allow(clippy::too_many_arguments)]
 pub fn no_publish_before_durable(
     a: &mut Auditor,
     channel: ChannelId,
     seq: u64,
     exchange: &str,
     key: &str,
+    result: OutboxSeq,
     message: &RawMessage,
 ) -> Result<(), Violation> {
     const NAME: &str = "no_publish_before_durable";
@@ -219,11 +225,16 @@ pub fn no_publish_before_durable(
     };
     ensure(received.sender == a.endpoint, NAME, || format!("published a result of {}", received.sender))?;
     no_result_before_task_durable(a, &received.result.task)?;
-    let durable = a.durable_view.snapshot();
-    ensure(durable.outbox.iter().any(|r| r.result == received.result), NAME, || {
-        format!("published the result of task {} before its completion was committed", received.result.task)
+    let task = received.result.task;
+    ensure(message.body.is_empty(), NAME, || {
+        format!("the publish of task {task}'s result carries a body: the shell reads it from the spool")
     })?;
-    a.in_flight.insert((channel, seq), InFlight { result: received.result, returned: false });
+    let durable = a.durable_view.snapshot();
+    let stored = durable.outbox.iter().find(|r| r.seq == result);
+    ensure(stored.is_some_and(|r| r.task == task && r.status == received.result.status), NAME, || {
+        format!("published the result of task {task} at {result:?}, whose completion is not committed: {stored:?}")
+    })?;
+    a.in_flight.insert((channel, seq), InFlight { seq: result, task, returned: false });
     Ok(())
 }
 
@@ -286,7 +297,7 @@ pub fn spool_accepts_every_write(
                 format!("the write forgets {forget:?}, the completed window {expected:?}")
             })?;
             a.handed.remove(&result.task);
-            a.outbox.insert(*out, result.clone());
+            a.outbox.insert(*out, ResultMeta::of(*out, result));
             a.completed += 1;
         }
         SpoolOp::Confirmed { seq: out } => no_result_dropped_before_confirm(a, *out, input)?,

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::{
     Amqp, ChannelId, Config, ConnId, EndpointId, Event, Input, Lane, MemorySpool, OutboxSeq, Output, RawMessage,
-    SpoolOp, SpoolSnapshot, Status, TaskId, TaskLimits, TaskResult, UsageError,
+    ResultMeta, SpoolOp, SpoolSnapshot, Status, TaskId, TaskLimits, UsageError,
 };
 
 use super::invariants::*;
@@ -16,7 +16,9 @@ use super::{ensure, Before, Violation};
 /// A publish the broker has not confirmed yet.
 #[derive(Clone, Debug)]
 pub(crate) struct InFlight {
-    pub(crate) result: TaskResult,
+    /// The outbox position published.
+    pub(crate) seq: OutboxSeq,
+    pub(crate) task: TaskId,
     pub(crate) returned: bool,
 }
 
@@ -52,8 +54,10 @@ pub struct Auditor {
     /// Task ids whose insert was ever committed (or that came from the
     /// snapshot).
     pub(crate) durable_tasks: BTreeSet<TaskId>,
-    /// Results by outbox position, as issued.
-    pub(crate) outbox: BTreeMap<OutboxSeq, TaskResult>,
+    /// Results by outbox position, as issued (their bodies are checked
+    /// against the application's in the completing write, and stay in the
+    /// spool).
+    pub(crate) outbox: BTreeMap<OutboxSeq, ResultMeta>,
 
     /// Handed off and not completed.
     pub(crate) handed: BTreeSet<TaskId>,
@@ -85,7 +89,7 @@ impl Auditor {
     pub fn new(cfg: &Config, snapshot: &SpoolSnapshot) -> Self {
         let mut durable_tasks: BTreeSet<TaskId> = snapshot.inbox.iter().map(|t| t.id.clone()).collect();
         durable_tasks.extend(snapshot.completed.iter().cloned());
-        durable_tasks.extend(snapshot.outbox.iter().map(|r| r.result.task.clone()));
+        durable_tasks.extend(snapshot.outbox.iter().map(|r| r.task.clone()));
         let mut a = Self {
             endpoint: cfg.endpoint.clone(),
             limits: TaskLimits { max_body_bytes: cfg.max_body_bytes, max_headers: cfg.max_headers },
@@ -104,7 +108,7 @@ impl Auditor {
             issued_view: MemorySpool::from_snapshot(snapshot),
             durable_view: MemorySpool::from_snapshot(snapshot),
             durable_tasks,
-            outbox: snapshot.outbox.iter().map(|r| (r.seq, r.result.clone())).collect(),
+            outbox: snapshot.outbox.iter().map(|r| (r.seq, r.clone())).collect(),
             handed: BTreeSet::new(),
             window: VecDeque::new(),
             in_flight: BTreeMap::new(),
@@ -164,7 +168,7 @@ impl Auditor {
             for out in outputs {
                 a.output(out, Some(input))?;
             }
-            let stray = a.acked_now.iter().find(|p| !p.returned && a.outbox.values().any(|r| r == &p.result));
+            let stray = a.acked_now.iter().find(|p| !p.returned && a.outbox.contains_key(&p.seq));
             ensure(stray.is_none(), "no_result_dropped_before_confirm", || {
                 format!("the broker acked a publish of {:?} but its result stays in the outbox", stray)
             })?;
@@ -264,7 +268,7 @@ impl Auditor {
             }
             Input::Returned { channel, message_id, .. } => {
                 for ((c, _), p) in self.in_flight.iter_mut() {
-                    if c == channel && message_id.as_deref() == Some(p.result.task.as_str().as_bytes()) {
+                    if c == channel && message_id.as_deref() == Some(p.task.as_str().as_bytes()) {
                         p.returned = true;
                     }
                 }
@@ -322,8 +326,8 @@ impl Auditor {
                     self.rejected += 1;
                 }
             }
-            Amqp::Publish { tag, exchange, routing_key, message } => {
-                no_publish_before_durable(self, tag.channel, tag.seq, exchange, routing_key, message)?;
+            Amqp::Publish { tag, exchange, routing_key, result, message } => {
+                no_publish_before_durable(self, tag.channel, tag.seq, exchange, routing_key, *result, message)?;
             }
             Amqp::PublishReport { tag, exchange, routing_key, report } => {
                 reports_fit_the_session(self, tag.channel, tag.seq, exchange, routing_key, report)?;
@@ -398,7 +402,7 @@ impl Auditor {
 
     /// Publishes not yet confirmed: channel, confirm tag, task.
     pub fn in_flight(&self) -> Vec<(ChannelId, u64, TaskId)> {
-        self.in_flight.iter().map(|((c, t), p)| (*c, *t, p.result.task.clone())).collect()
+        self.in_flight.iter().map(|((c, t), p)| (*c, *t, p.task.clone())).collect()
     }
 
     /// Deliveries not yet settled.

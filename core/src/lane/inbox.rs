@@ -62,7 +62,7 @@ impl Inbox {
             inbox.occupy(t.size);
         }
         for r in &snap.outbox {
-            inbox.occupy(r.result.body.len() as u64);
+            inbox.occupy(r.size);
         }
         inbox
     }

@@ -3,6 +3,18 @@
 //! publisher confirms. Only a confirm removes a result. A nack or a return
 //! (unroutable) keeps it and schedules a retry with backoff; a lost channel
 //! keeps it and publishes it again on the next one.
+//!
+//! Like the inbox, the outbox keeps no bodies (SPEC §4 "Memory"): an entry
+//! is what policy needs (the task it answers, its status, its size, where
+//! it is in the publish cycle), keyed by its outbox position. The body goes
+//! to the spool in the completing write and is read back from there by the
+//! shell for each `Amqp::Publish`, which names the position. So the heap
+//! holds no result body beyond the unconfirmed window the shell is
+//! publishing, however many results wait (broker down, results
+//! unroutable, alarms), and a reopen loads metas only. (A bounded
+//! in-core body cache was the alternative; it would save the shell a
+//! spool read per publish but adds a second path for the same bytes, and
+//! the read is a cheap B-tree lookup in a map already in the page cache.)
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
@@ -14,7 +26,7 @@ use crate::config::Config;
 use crate::error::UsageError;
 use crate::idmap::{id_hasher, IdMap};
 use crate::ids::{ChannelId, OutboxSeq, PublishTag, TaskId, WriteSeq};
-use crate::message::{encode_result, ResultStatus, TaskResult};
+use crate::message::{encode_result_headers, ResultStatus, TaskResult};
 use crate::output::{Amqp, Event, Output};
 use crate::spool::{SpoolOp, SpoolSnapshot};
 
@@ -33,9 +45,13 @@ enum State {
     InFlight { tag: u64, returned: bool },
 }
 
+/// What the outbox keeps of a result: no body.
 #[derive(Debug)]
 struct Entry {
-    result: TaskResult,
+    task: TaskId,
+    status: ResultStatus,
+    /// Length of its body, in bytes.
+    size: u64,
     state: State,
     failures: u32,
 }
@@ -77,8 +93,10 @@ impl Outbox {
             routing_key: cfg.endpoint.result_key(),
         };
         for r in &snap.outbox {
-            outbox.by_task.insert(r.result.task.clone(), r.seq);
-            outbox.entries.insert(r.seq, Entry { result: r.result.clone(), state: State::Waiting, failures: 0 });
+            outbox.by_task.insert(r.task.clone(), r.seq);
+            let entry =
+                Entry { task: r.task.clone(), status: r.status, size: r.size, state: State::Waiting, failures: 0 };
+            outbox.entries.insert(r.seq, entry);
             outbox.ready.insert(r.seq);
         }
         outbox
@@ -165,15 +183,18 @@ impl Lane {
     }
 
     pub(super) fn on_complete(&mut self, task: TaskId, status: ResultStatus, body: Bytes) {
-        let result = TaskResult { task, status, body };
-        let forget = self.inbox.complete(&result.task, result.body.len() as u64);
+        let size = body.len() as u64;
+        let forget = self.inbox.complete(&task, size);
         let seq = OutboxSeq(self.outbox.next_seq);
         self.outbox.next_seq += 1;
-        let write = self.write(SpoolOp::Complete { seq, result: result.clone(), forget });
         self.counters.completed += 1;
+        self.outbox.by_task.insert(task.clone(), seq);
+        self.outbox
+            .entries
+            .insert(seq, Entry { task: task.clone(), status, size, state: State::Committing, failures: 0 });
+        // The body goes to the spool only: the outbox keeps none.
+        let write = self.write(SpoolOp::Complete { seq, result: TaskResult { task, status, body }, forget });
         self.outbox.committing.push_back((write, seq));
-        self.outbox.by_task.insert(result.task.clone(), seq);
-        self.outbox.entries.insert(seq, Entry { result, state: State::Committing, failures: 0 });
         // The result may be smaller than the task: room for held deliveries.
         self.admit_held();
     }
@@ -202,11 +223,12 @@ impl Lane {
             }
             self.outbox.in_flight.insert(tag, seq);
             self.counters.published += 1;
-            let message = encode_result(&self.cfg.endpoint, &entry.result);
+            let message = encode_result_headers(&self.cfg.endpoint, &entry.task, entry.status);
             self.out.push_back(Output::Amqp(Amqp::Publish {
                 tag: PublishTag { channel, seq: tag },
                 exchange: RESULTS_EXCHANGE,
                 routing_key: self.outbox.routing_key.clone(),
+                result: seq,
                 message,
             }));
             #[cfg(feature = "sabotage")]
@@ -275,7 +297,7 @@ impl Lane {
         for (_, seq) in covered {
             self.counters.nacked += 1;
             if let Some(e) = self.outbox.entries.get(&seq) {
-                let task = e.result.task.clone();
+                let task = e.task.clone();
                 self.emit(Event::ResultNacked { task });
             }
             self.retry_later(now, seq);
@@ -301,10 +323,10 @@ impl Lane {
     /// The broker has the result: remove it from the outbox, durably.
     fn confirm_entry(&mut self, seq: OutboxSeq) {
         let Some(entry) = self.outbox.entries.remove(&seq) else { return };
-        self.outbox.by_task.remove(&entry.result.task);
+        self.outbox.by_task.remove(&entry.task);
         self.outbox.ready.remove(&seq);
         self.counters.confirmed += 1;
-        self.inbox.result_confirmed(entry.result.body.len() as u64);
+        self.inbox.result_confirmed(entry.size);
         self.write(SpoolOp::Confirmed { seq });
     }
 

@@ -348,9 +348,14 @@ impl World {
                 let m = b.consumer.unacked.remove(&tag.tag).expect("the auditor checked the tag");
                 b.dead.push(m.raw);
             }
-            Amqp::Publish { tag, message, routing_key, exchange }
+            Amqp::Publish { tag, message, routing_key, exchange, result }
                 if b.publish.is_some_and(|(c, _)| c == tag.channel) =>
             {
+                // The shell's part: the body is the spool's, read at the
+                // outbox position the publish names (committed before it).
+                let body = self.spool.durable.result_body(result).cloned();
+                let body = body.unwrap_or_else(|| panic!("published {result:?}, whose body the spool does not hold"));
+                let message = RawMessage { body, ..message };
                 assert_eq!((exchange, routing_key.as_str()), ("results", "ep.results"));
                 let Some(channel) = b.take_publish_tag(tag, &mut self.inputs) else { return };
                 if b.nack_next > 0 {
@@ -603,7 +608,7 @@ pub fn check_nothing_lost(w: &World) {
     let results = w.distinct_results();
     let snap = w.spool.durable.snapshot();
     let spooled: BTreeSet<&TaskId> =
-        snap.inbox.iter().map(|t| &t.id).chain(snap.outbox.iter().map(|r| &r.result.task)).collect();
+        snap.inbox.iter().map(|t| &t.id).chain(snap.outbox.iter().map(|r| &r.task)).collect();
     let at_broker: BTreeSet<TaskId> =
         w.broker.queue.iter().chain(w.broker.consumer.unacked.values()).filter_map(Msg::id).collect();
     for id in &w.submitted {

@@ -16,8 +16,8 @@ use std::time::Duration;
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
 use tasklane_core::{
-    encode_task, BackoffConfig, Config, ConsumeMode, EndpointId, Input, MemorySpool, OutboxSeq, RawMessage,
-    ResultStatus, SpoolSnapshot, StoredResult, StoredTask, Task, TaskId, TaskResult, WriteSeq,
+    encode_task, BackoffConfig, Config, ConsumeMode, EndpointId, Input, MemorySpool, OutboxSeq, RawMessage, ResultMeta,
+    ResultStatus, SpoolSnapshot, StoredTask, Task, TaskId, TaskResult, WriteSeq,
 };
 
 use crate::rig::Rig;
@@ -87,7 +87,7 @@ impl SnapshotDraw {
                 snap.inbox.push(StoredTask { arrival: snap.inbox.len() as u64 * 2, task }.meta());
             } else if self.outbox & bit != 0 {
                 let result = TaskResult { task: pool_id(i), status: ResultStatus::Ok, body: Bytes::from("done") };
-                snap.outbox.push(StoredResult { seq: OutboxSeq(snap.outbox.len() as u64 + 3), result });
+                snap.outbox.push(ResultMeta::of(OutboxSeq(snap.outbox.len() as u64 + 3), &result));
                 snap.completed.push(pool_id(i));
             } else if self.completed & bit != 0 {
                 snap.completed.push(pool_id(i));

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use tasklane_core::{
-    Amqp, ConnId, Counters, Event, Input, Lane, Output, ResultStatus, SpoolOp, SpoolSnapshot, Status, Task, TaskId,
-    UsageError, WriteSeq,
+    Amqp, ConnId, Counters, Event, Input, Lane, OutboxSeq, Output, ResultStatus, SpoolOp, SpoolSnapshot, Status, Task,
+    TaskId, UsageError, WriteSeq,
 };
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -257,8 +257,48 @@ impl<B: BrokerPort, S: SpoolPort, O: Observer> Driver<B, S, O> {
     }
 
     fn execute(&mut self, outputs: Vec<Output>) {
+        let publishes: Vec<OutboxSeq> = outputs
+            .iter()
+            .filter_map(|out| match out {
+                Output::Amqp(Amqp::Publish { result, .. }) => Some(*result),
+                _ => None,
+            })
+            .collect();
+        let mut bodies = self.result_bodies(&publishes).into_iter();
         for out in outputs {
-            self.execute_one(out);
+            match out {
+                Output::Amqp(Amqp::Publish { tag, exchange, routing_key, result, mut message }) => {
+                    let Some(body) = bodies.next().flatten() else { continue };
+                    message.body = body;
+                    self.execute_one(Output::Amqp(Amqp::Publish { tag, exchange, routing_key, result, message }));
+                }
+                out => self.execute_one(out),
+            }
+        }
+    }
+
+    /// The bodies of the results a batch of outputs publishes, read from
+    /// the spool in one go (core keeps none; each publish's completing
+    /// write is committed before core issues it). A body that cannot be
+    /// read is not published: no confirm comes, so core's confirm timeout
+    /// publishes it again on a new channel.
+    fn result_bodies(&mut self, seqs: &[OutboxSeq]) -> Vec<Option<bytes::Bytes>> {
+        if seqs.is_empty() {
+            return Vec::new();
+        }
+        match self.spool.result_bodies(seqs) {
+            Ok(bodies) => {
+                for (seq, body) in seqs.iter().zip(&bodies) {
+                    if body.is_none() {
+                        tracing::error!(seq = seq.0, "a result to publish is not in the spool's outbox");
+                    }
+                }
+                bodies
+            }
+            Err(e) => {
+                tracing::error!("cannot read results to publish from the spool: {e}; they are published again later");
+                vec![None; seqs.len()]
+            }
         }
     }
 

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use tasklane_core::{Input, SpoolWrite, Task};
+use bytes::Bytes;
+use tasklane_core::{Input, OutboxSeq, SpoolWrite, Task};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::ports::{InputSink, SpoolPort};
@@ -60,6 +61,10 @@ impl SpoolPort for LmdbSpoolPort {
 
     fn task(&mut self, arrival: u64) -> Result<Option<Task>, String> {
         self.reader.task(arrival).map_err(|e| e.to_string())
+    }
+
+    fn result_bodies(&mut self, seqs: &[OutboxSeq]) -> Result<Vec<Option<Bytes>>, String> {
+        self.reader.result_bodies(seqs).map_err(|e| e.to_string())
     }
 
     async fn close(self, grace: Duration) {

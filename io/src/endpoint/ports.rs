@@ -15,8 +15,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tasklane_core::{Amqp, ConnId, Counters, Input, Lane, Output, SpoolSnapshot, SpoolWrite, Status, Task, UsageError};
+use tasklane_core::{
+    Amqp, ConnId, Counters, Input, Lane, OutboxSeq, Output, SpoolSnapshot, SpoolWrite, Status, Task, UsageError,
+};
 use tokio::sync::{mpsc, watch};
 
 /// Where adapters report what happened, as core inputs. Cheap to clone;
@@ -151,6 +154,13 @@ pub trait SpoolPort: 'static {
     /// task (core keeps no bodies); one short read, never a wait on the
     /// writer.
     fn task(&mut self, arrival: u64) -> Result<Option<Task>, String>;
+
+    /// The bodies of the outbox results at `seqs` as the last commit left
+    /// them, in order; `None` for a position the outbox holds nothing at.
+    /// The driver reads them here for a batch of `Amqp::Publish` (core
+    /// keeps no result bodies): one short read for the batch, never a
+    /// wait on the writer.
+    fn result_bodies(&mut self, seqs: &[OutboxSeq]) -> Result<Vec<Option<Bytes>>, String>;
 
     /// Stops: commits what it can within `grace`, then lets go of the
     /// spool (what is not committed by then was never acked).

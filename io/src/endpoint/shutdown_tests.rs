@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tasklane_core::{Config, EndpointId, ResultStatus, SpoolSnapshot, SpoolWrite, StoredTask, Task, TaskId};
+use tasklane_core::{Config, EndpointId, OutboxSeq, ResultStatus, SpoolSnapshot, SpoolWrite, StoredTask, Task, TaskId};
 
 use super::ports::{InputSink, NoObserver, SpoolPort};
 use super::rabbitmq::AmqprsBroker;
@@ -31,6 +31,10 @@ impl SpoolPort for StalledSpool {
 
     fn task(&mut self, arrival: u64) -> Result<Option<Task>, String> {
         Ok((arrival == 0).then(|| self.held.clone()))
+    }
+
+    fn result_bodies(&mut self, seqs: &[OutboxSeq]) -> Result<Vec<Option<Bytes>>, String> {
+        Ok(vec![None; seqs.len()]) // it never committed a result
     }
 
     async fn close(self, grace: Duration) {

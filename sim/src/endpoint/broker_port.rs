@@ -199,7 +199,7 @@ fn command(ch: &mut Channels, op: Amqp) -> Vec<ClientMethod> {
             Some(n) => ClientMethod::Reject { ch: n, tag: tag.tag, requeue: false },
             None => return Vec::new(),
         },
-        Amqp::Publish { tag, exchange, routing_key, message } => match no(ch, tag.channel) {
+        Amqp::Publish { tag, exchange, routing_key, message, .. } => match no(ch, tag.channel) {
             Some(n) => ClientMethod::Publish {
                 ch: n,
                 exchange: exchange.to_owned(),

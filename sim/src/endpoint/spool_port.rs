@@ -16,7 +16,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use tasklane_core::{Input, SpoolWrite, Task};
+use bytes::Bytes;
+use tasklane_core::{Input, OutboxSeq, SpoolWrite, Task};
 use tasklane_io::endpoint::{InputSink, SpoolPort};
 
 use crate::rng::Rng;
@@ -153,6 +154,10 @@ impl SpoolPort for SimSpool {
 
     fn task(&mut self, arrival: u64) -> Result<Option<Task>, String> {
         Ok(self.durable.task(arrival))
+    }
+
+    fn result_bodies(&mut self, seqs: &[OutboxSeq]) -> Result<Vec<Option<Bytes>>, String> {
+        Ok(seqs.iter().map(|seq| self.durable.result_body(*seq)).collect())
     }
 
     async fn close(self, _grace: Duration) {

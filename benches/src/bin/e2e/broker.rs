@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use amqprs::channel::{
-    BasicPublishArguments, Channel, ConfirmSelectArguments, QueueDeclareArguments, QueuePurgeArguments,
+    BasicPublishArguments, Channel, ConfirmSelectArguments, QueueDeclareArguments, QueueDeleteArguments,
+    QueuePurgeArguments,
 };
 use amqprs::connection::Connection;
 use amqprs::BasicProperties;
@@ -107,6 +108,17 @@ impl Broker {
         ch.close().await?;
         conn.close().await?;
         Ok(declared.map_or(0, |(_, ready, _)| ready))
+    }
+
+    /// Deletes the `results` queue: every result published from now on is
+    /// unroutable (returned), so it stays in its endpoint's outbox.
+    pub async fn drop_results(&self) -> Result<(), BenchError> {
+        let conn = self.connect().await?;
+        let ch = conn.open_channel(None).await?;
+        ch.queue_delete(QueueDeleteArguments::new(tasklane_io::service::RESULTS)).await?;
+        ch.close().await?;
+        conn.close().await?;
+        Ok(())
     }
 
     /// Empties the `results` queue between runs, so each run starts alike.

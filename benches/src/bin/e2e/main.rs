@@ -91,11 +91,21 @@ enum Cmd {
         /// Where the JSON goes.
         #[arg(long, default_value = "target/bench-rss.json")]
         json: PathBuf,
+        /// Measure a backlog of results instead: the application completes
+        /// every task with a result of `--size` bytes, the results are
+        /// unroutable (the vhost's `results` queue is deleted), so all of
+        /// them stay in the outbox, also after the reopen.
+        #[arg(long)]
+        results: bool,
     },
     #[command(hide = true)]
     RssIntake(ChildArgs),
     #[command(hide = true)]
     RssReopen(ChildArgs),
+    #[command(hide = true)]
+    RssResultsIntake(ChildArgs),
+    #[command(hide = true)]
+    RssResultsReopen(ChildArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -108,6 +118,9 @@ struct ChildArgs {
     spool: PathBuf,
     #[arg(long)]
     tasks: usize,
+    /// Result body size (results mode only).
+    #[arg(long, default_value_t = 0)]
+    size: usize,
 }
 
 #[derive(Parser, Debug)]
@@ -177,9 +190,13 @@ async fn main() {
     let work = async move {
         match args.cmd.take() {
             None => run(args).await,
-            Some(Cmd::Rss { tasks, size, json }) => run_rss(tasks, size, json).await,
+            Some(Cmd::Rss { tasks, size, json, results }) => run_rss(tasks, size, json, results).await,
             Some(Cmd::RssIntake(c)) => rss::intake_child(&c.url, &c.endpoint, c.spool, c.tasks).await,
             Some(Cmd::RssReopen(c)) => rss::reopen_child(&c.url, &c.endpoint, c.spool, c.tasks).await,
+            Some(Cmd::RssResultsIntake(c)) => {
+                rss::results_intake_child(&c.url, &c.endpoint, c.spool, c.tasks, c.size).await
+            }
+            Some(Cmd::RssResultsReopen(c)) => rss::results_reopen_child(&c.url, &c.endpoint, c.spool, c.tasks).await,
         }
     };
     let result = tokio::spawn(work).await.unwrap_or_else(|e| Err(BenchError::Check(format!("bench task: {e}"))));
@@ -189,14 +206,20 @@ async fn main() {
     }
 }
 
-async fn run_rss(tasks: usize, size: usize, json: PathBuf) -> Result<(), BenchError> {
+async fn run_rss(tasks: usize, size: usize, json: PathBuf, results: bool) -> Result<(), BenchError> {
     let mut broker = tokio::task::block_in_place(Broker::create)?;
-    let report = rss::run(&mut broker, tasks, size).await?;
+    let report = rss::run(&mut broker, tasks, size, results).await?;
+    let what = if results { "results in outbox" } else { "tasks in spool" };
     println!(
-        "| phase | tasks in spool | body bytes | peak RSS MiB | RSS MiB (heap + mapped spool) | spool file MiB | seconds |"
+        "| phase | {what} | body bytes | peak RSS MiB | RSS MiB (heap + mapped spool) | spool file MiB | seconds |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for (phase, m) in [("intake from the broker", &report.intake), ("reopen, all handed off again", &report.reopen)] {
+    let phases = if results {
+        [("tasks completed, results unroutable", &report.intake), ("reopen, results recovered", &report.reopen)]
+    } else {
+        [("intake from the broker", &report.intake), ("reopen, all handed off again", &report.reopen)]
+    };
+    for (phase, m) in phases {
         println!(
             "| {phase} | {} | {} | {:.0} | {:.0} ({:.0} + {:.0}) | {:.0} | {:.0} |",
             report.tasks,

@@ -395,7 +395,7 @@ pub fn spool_inspect(dir: &Path, oldest: usize) -> Result<(), Failure> {
         e => Failure::Runtime(e.to_string()),
     })?;
     let inbox_bytes: u64 = snapshot.inbox.iter().map(|t| t.size).sum();
-    let outbox_bytes: usize = snapshot.outbox.iter().map(|r| r.result.body.len()).sum();
+    let outbox_bytes: u64 = snapshot.outbox.iter().map(|r| r.size).sum();
     println!("spool {}", dir.display());
     println!("inbox: {} tasks, {inbox_bytes} payload bytes", snapshot.inbox.len());
     for t in snapshot.inbox.iter().take(oldest) {
@@ -406,9 +406,12 @@ pub fn spool_inspect(dir: &Path, oldest: usize) -> Result<(), Failure> {
         println!("  #{} {}{kind} {} bytes {}", t.arrival, task.id, task.body.len(), preview(&task.body));
     }
     println!("outbox: {} results, {outbox_bytes} payload bytes", snapshot.outbox.len());
-    for r in snapshot.outbox.iter().take(oldest) {
-        let res = &r.result;
-        println!("  #{} {} {} {} bytes {}", r.seq.0, res.task, res.status.as_str(), res.body.len(), preview(&res.body));
+    let seqs: Vec<_> = snapshot.outbox.iter().take(oldest).map(|r| r.seq).collect();
+    // Nor result bodies: the oldest few are read from disk, in one go.
+    let bodies = spool.reader().result_bodies(&seqs).map_err(|e| Failure::Runtime(e.to_string()))?;
+    for (r, body) in snapshot.outbox.iter().zip(bodies) {
+        let Some(body) = body else { continue };
+        println!("  #{} {} {} {} bytes {}", r.seq.0, r.task, r.status.as_str(), r.size, preview(&body));
     }
     println!("completed (dedup window): {} task ids", snapshot.completed.len());
     if !corrupt.is_empty() {

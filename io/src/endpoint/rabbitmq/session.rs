@@ -231,7 +231,7 @@ impl Session {
                     tracing::debug!(channel = tag.channel.0, tag = tag.tag, "basic.reject failed: {e}");
                 }
             }
-            Amqp::Publish { tag, exchange, routing_key, message } => {
+            Amqp::Publish { tag, exchange, routing_key, message, .. } => {
                 let Some(ch) = self.channel(tag.channel) else { return };
                 let props = match amqp::publish_properties(&message) {
                     Ok(p) => p,
@@ -240,7 +240,7 @@ impl Session {
                     Err(e) => return tracing::error!(seq = tag.seq, "result cannot be published: {e}"),
                 };
                 let args = amqp::publish_args(exchange, &routing_key);
-                if let Err(e) = ch.basic_publish(props, message.body.to_vec(), args).await {
+                if let Err(e) = ch.basic_publish(props, Vec::from(message.body), args).await {
                     tracing::debug!(channel = tag.channel.0, seq = tag.seq, "basic.publish failed: {e}");
                 }
             }

@@ -25,7 +25,7 @@ use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, MdbError, RwTxn};
 use tasklane_core::codec::{self, DecodeError};
 use tasklane_core::spool::SpoolModelError;
-use tasklane_core::{OutboxSeq, SpoolOp, SpoolSnapshot, SpoolWrite, StoredResult, TaskId, TaskMeta, WriteSeq};
+use tasklane_core::{OutboxSeq, ResultMeta, SpoolOp, SpoolSnapshot, SpoolWrite, TaskId, TaskMeta, WriteSeq};
 
 mod files;
 mod reader;
@@ -173,7 +173,7 @@ impl LmdbSpool {
         };
         let map_size = env.info().map_size;
         let mut spool = Self {
-            shared: Arc::new(RwLock::new(Some(reader::Open::new(env.clone(), inbox)))),
+            shared: Arc::new(RwLock::new(Some(reader::Open::new(env.clone(), inbox, outbox)))),
             env: Some(env),
             inbox,
             outbox,
@@ -407,10 +407,11 @@ impl LmdbSpool {
             let (k, v) = item?;
             // SAFETY: as above.
             unsafe { pages.read(v) };
-            match (key_u64(k), codec::decode_result(v)) {
-                (Some(seq), Ok(result)) => {
+            // What core keeps of it: no body (SPEC §4 "Memory").
+            match (key_u64(k), codec::decode_result_parts(v)) {
+                (Some(seq), Ok((task, status, body))) => {
                     mirror.outbox.insert(seq);
-                    snap.outbox.push(StoredResult { seq: OutboxSeq(seq), result });
+                    snap.outbox.push(ResultMeta { seq: OutboxSeq(seq), task, status, size: body.len() as u64 });
                 }
                 (key, Err(e)) => bad(RecordKind::Outbox, key, problem(e)),
                 (None, Ok(_)) => bad(RecordKind::Outbox, None, "key is not 8 bytes".into()),

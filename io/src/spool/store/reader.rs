@@ -1,7 +1,9 @@
 //! [`SpoolReader`]: the inbox tasks, bodies and all, read from the last
-//! commit when the application takes them. Core and the snapshot keep no
-//! bodies (SPEC §4 "Memory"): a body is in the heap only between its read
-//! here and the application dropping it.
+//! commit when the application takes them, and the outbox results' bodies,
+//! read when they are published. Core and the snapshot keep no bodies
+//! (SPEC §4 "Memory"): a task body is in the heap only between its read
+//! here and the application dropping it, a result body between its read
+//! here and amqprs writing the publish.
 //!
 //! The reader shares the environment with the writer thread through a
 //! lock: reads take it shared (LMDB readers never block the writer's
@@ -19,9 +21,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+use bytes::Bytes;
 use heed::Env;
 use tasklane_core::codec;
-use tasklane_core::Task;
+use tasklane_core::{OutboxSeq, Task};
 
 use super::Db;
 use crate::spool::SpoolError;
@@ -37,18 +40,19 @@ pub(super) type Shared = Arc<RwLock<Option<Open>>>;
 pub(super) struct Open {
     pub env: Env,
     pub inbox: Db,
+    pub outbox: Db,
     /// Reset whenever the map may have moved (it is grown or opened again
     /// under the exclusive lock), so a release never names an old address.
     pub pages: Mutex<PageSpan>,
 }
 
 impl Open {
-    pub(super) fn new(env: Env, inbox: Db) -> Self {
-        Self { env, inbox, pages: Mutex::new(PageSpan::default()) }
+    pub(super) fn new(env: Env, inbox: Db, outbox: Db) -> Self {
+        Self { env, inbox, outbox, pages: Mutex::new(PageSpan::default()) }
     }
 }
 
-/// Reads inbox tasks of a spool; cheap to clone, usable from any thread.
+/// Reads inbox tasks and outbox bodies of a spool; cheap to clone, usable from any thread.
 #[derive(Clone)]
 pub struct SpoolReader {
     shared: Shared,
@@ -86,6 +90,34 @@ impl SpoolReader {
         // while this shared lock is held; `pages` is reset when it moves.
         unsafe { pages.read(record) };
         Ok(Some(task))
+    }
+
+    /// The bodies of the outbox results at `seqs` as the last commit left
+    /// them, in one read transaction, each copied once out of the map into
+    /// a buffer of its own (which the publish hands to amqprs without
+    /// another copy); `None` for a position the outbox holds nothing at.
+    pub fn result_bodies(&self, seqs: &[OutboxSeq]) -> Result<Vec<Option<Bytes>>, SpoolError> {
+        let lmdb = |source| SpoolError::Lmdb { dir: self.dir.clone(), source };
+        let slot = self.shared.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(open) = slot.as_ref() else {
+            return Err(SpoolError::Closed(self.dir.clone()));
+        };
+        let rtxn = open.env.read_txn().map_err(lmdb)?;
+        let mut pages = open.pages.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut bodies = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            let Some(record) = open.outbox.get(&rtxn, &seq.0.to_be_bytes()).map_err(lmdb)? else {
+                bodies.push(None);
+                continue;
+            };
+            let (_, _, body) = codec::decode_result_parts(record).map_err(|e| {
+                lmdb(heed::Error::Io(std::io::Error::other(format!("outbox record {} is damaged: {e}", seq.0))))
+            })?;
+            bodies.push(Some(Bytes::from(body.to_vec())));
+            // SAFETY: as in `task`.
+            unsafe { pages.read(record) };
+        }
+        Ok(bodies)
     }
 }
 

@@ -50,7 +50,7 @@ impl LmdbSpool {
         (self.inbox, self.outbox, self.completed, self.meta, self.quarantine) =
             (inbox, outbox, completed, meta, quarantine);
         self.map_size = env.info().map_size;
-        *slot = Some(super::reader::Open::new(env.clone(), inbox));
+        *slot = Some(super::reader::Open::new(env.clone(), inbox, outbox));
         self.env = Some(env);
         #[cfg(test)]
         {
