@@ -243,9 +243,8 @@ impl<B: BrokerPort, S: SpoolPort, O: Observer> Driver<B, S, O> {
             if let Err(e) = &result {
                 tracing::error!("lane refused an input: {e}"); // a bug of this shell, say so loudly
             }
-            while let Some(out) = self.lane.poll() {
-                self.execute_one(out);
-            }
+            let outputs: Vec<Output> = std::iter::from_fn(|| self.lane.poll()).collect();
+            self.execute(outputs);
             return result;
         }
         let (status, counters) = (self.lane.status().clone(), *self.lane.counters());
@@ -267,21 +266,52 @@ impl<B: BrokerPort, S: SpoolPort, O: Observer> Driver<B, S, O> {
         let mut bodies = self.result_bodies(&publishes).into_iter();
         for out in outputs {
             match out {
-                Output::Amqp(Amqp::Publish { tag, exchange, routing_key, result, mut message }) => {
-                    let Some(body) = bodies.next().flatten() else { continue };
-                    message.body = body;
-                    self.execute_one(Output::Amqp(Amqp::Publish { tag, exchange, routing_key, result, message }));
+                Output::Amqp(Amqp::Publish { .. }) => {
+                    let body = bodies.next().flatten();
+                    self.publish_with(out, body);
                 }
                 out => self.execute_one(out),
             }
         }
     }
 
+    /// Carries out an `Amqp::Publish` with the result's body read from the
+    /// spool, or gives the connection up when it could not be read.
+    fn publish_with(&mut self, publish: Output, body: Option<bytes::Bytes>) {
+        let Output::Amqp(Amqp::Publish { tag, exchange, routing_key, result, mut message }) = publish else {
+            unreachable!("only publishes come here")
+        };
+        match body {
+            Some(body) => {
+                message.body = body;
+                let publish = Amqp::Publish { tag, exchange, routing_key, result, message };
+                match &mut self.conn {
+                    Some((_, c)) => c.execute(publish),
+                    None => tracing::debug!(?publish, "AMQP command without a connection"),
+                }
+            }
+            None => self.drop_for_unreadable_result(result),
+        }
+    }
+
+    /// A result core asked to publish cannot be read from the spool. Merely
+    /// skipping it would shift the broker's confirm tags against core's, and
+    /// the next result's confirm would then remove this one unpublished; so
+    /// the connection goes, as if lost: core publishes everything in flight
+    /// again on the next one (with its backoff, should the read keep
+    /// failing). The rest of the batch's commands find no connection.
+    fn drop_for_unreadable_result(&mut self, seq: OutboxSeq) {
+        let Some((conn, session)) = self.conn.take() else { return };
+        let reason = format!("result {} could not be read from the spool to publish", seq.0);
+        tracing::error!(conn = conn.0, %reason, "dropping the connection");
+        session.close(reason.clone());
+        self.sinks.inputs.send(Input::ConnectionLost { conn, reason });
+    }
+
     /// The bodies of the results a batch of outputs publishes, read from
     /// the spool in one go (core keeps none; each publish's completing
-    /// write is committed before core issues it). A body that cannot be
-    /// read is not published: no confirm comes, so core's confirm timeout
-    /// publishes it again on a new channel.
+    /// write is committed before core issues it); `None` for one that
+    /// cannot be read.
     fn result_bodies(&mut self, seqs: &[OutboxSeq]) -> Vec<Option<bytes::Bytes>> {
         if seqs.is_empty() {
             return Vec::new();
@@ -321,6 +351,11 @@ impl<B: BrokerPort, S: SpoolPort, O: Observer> Driver<B, S, O> {
             Output::Amqp(Amqp::Quarantine { scan, address, queue, max }) => {
                 tracing::warn!(scan, address, %queue, max, "a session died right after consuming: scanning for a task the client cannot decode");
                 self.broker.quarantine(scan, address, queue, max, self.sinks.inputs.clone());
+            }
+            Output::Amqp(Amqp::Publish { result, .. }) => {
+                // One by one (the start without an observer): a read each.
+                let body = self.result_bodies(&[result]).pop().flatten();
+                self.publish_with(out, body);
             }
             Output::Amqp(op) => match &mut self.conn {
                 Some((_, c)) => c.execute(op),

@@ -34,6 +34,8 @@ mod driver;
 #[cfg(feature = "rabbitmq")]
 mod lmdb;
 pub mod ports;
+#[cfg(test)]
+mod publish_read_tests;
 #[cfg(feature = "rabbitmq")]
 mod rabbitmq;
 #[cfg(all(test, feature = "rabbitmq"))]
