@@ -14,6 +14,30 @@ use tasklane_core::{ResultStatus, Status};
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// Publishes 5 tasks `{prefix}0..4`; `endpoint` takes exactly those and
+/// answers them, confirmed.
+async fn answer_five(topo: &Topology, endpoint: &tasklane_io::endpoint::Endpoint, prefix: &str) {
+    let msgs: Vec<_> = (0..5).map(|i| task_message(&format!("{prefix}{i}"), "p")).collect();
+    topo.publish(&msgs).await;
+    let tasks = take_tasks(endpoint, 5, WAIT).await;
+    assert!(tasks.iter().all(|t| t.id.as_str().starts_with(prefix)), "{tasks:?}");
+    for t in &tasks {
+        endpoint.complete(&t.id, ResultStatus::Ok, "done").await.unwrap();
+    }
+    wait_counters(endpoint, WAIT, |c| c.confirmed == 5).await;
+}
+
+/// The 10 results of both endpoints are there, each task answered once,
+/// and the task queue is empty.
+async fn every_task_answered_once(topo: &Topology) {
+    let results = topo.take(&topo.results, 10, WAIT).await;
+    assert_eq!(results.len(), 10);
+    let ids: BTreeSet<String> =
+        results.iter().map(|(_, m)| String::from_utf8(m.message_id.clone().unwrap()).unwrap()).collect();
+    assert_eq!(ids.len(), 10, "every task answered once: {ids:?}");
+    assert_eq!(topo.ready(&topo.tasks).await, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_endpoint_stands_by_then_takes_over() {
     Topology::run(|topo| async move {
@@ -23,29 +47,16 @@ async fn a_duplicate_endpoint_stands_by_then_takes_over() {
         let b = open(topo.config(&topo.url, dir_b.path())).await;
         wait_status(b.status(), WAIT, |s| *s == Status::Standby).await;
 
-        let first: Vec<_> = (0..5).map(|i| task_message(&format!("a{i}"), "p")).collect();
-        topo.publish(&first).await;
-        for t in take_tasks(&a, 5, WAIT).await {
-            a.complete(&t.id, ResultStatus::Ok, "by a").await.unwrap();
-        }
-        wait_counters(&a, WAIT, |c| c.confirmed == 5).await;
+        answer_five(&topo, &a, "a").await;
         assert_eq!(b.counters().received, 0, "the standby receives nothing while the first lives");
         assert_eq!(*b.status().borrow(), Status::Standby);
 
         a.shutdown().await;
         // The standby learns it is the only consumer left, without a delivery.
         wait_status(b.status(), WAIT, |s| *s == Status::Consuming).await;
-        let second: Vec<_> = (0..5).map(|i| task_message(&format!("b{i}"), "p")).collect();
-        topo.publish(&second).await;
-        let tasks = take_tasks(&b, 5, WAIT).await;
-        assert!(tasks.iter().all(|t| t.id.as_str().starts_with('b')));
-        for t in &tasks {
-            b.complete(&t.id, ResultStatus::Ok, "by b").await.unwrap();
-        }
-        wait_counters(&b, WAIT, |c| c.confirmed == 5).await;
+        answer_five(&topo, &b, "b").await;
         b.shutdown().await;
-        let results = topo.take(&topo.results, 10, WAIT).await;
-        assert_eq!(results.len(), 10);
+        every_task_answered_once(&topo).await;
     })
     .await;
 }
@@ -64,34 +75,17 @@ async fn a_duplicate_endpoint_on_a_quorum_queue_stands_by_then_takes_over() {
         assert_eq!(*b.status().borrow(), Status::Standby, "still standing by");
         assert_eq!(*a.status().borrow(), Status::Consuming);
 
-        let first: Vec<_> = (0..5).map(|i| task_message(&format!("a{i}"), "p")).collect();
-        topo.publish(&first).await;
-        for t in take_tasks(&a, 5, WAIT).await {
-            a.complete(&t.id, ResultStatus::Ok, "by a").await.unwrap();
-        }
-        wait_counters(&a, WAIT, |c| c.confirmed == 5).await;
+        answer_five(&topo, &a, "a").await;
         assert_eq!(b.counters().received, 0, "the standby receives nothing while the first lives");
         assert_eq!(*b.status().borrow(), Status::Standby);
 
         a.shutdown().await;
         // On a quorum queue no count tells b it took over (it stays 1): the
         // first delivery does.
-        let second: Vec<_> = (0..5).map(|i| task_message(&format!("b{i}"), "p")).collect();
-        topo.publish(&second).await;
-        let tasks = take_tasks(&b, 5, WAIT).await;
-        assert!(tasks.iter().all(|t| t.id.as_str().starts_with('b')));
-        wait_status(b.status(), WAIT, |s| *s == Status::Consuming).await;
-        for t in &tasks {
-            b.complete(&t.id, ResultStatus::Ok, "by b").await.unwrap();
-        }
-        wait_counters(&b, WAIT, |c| c.confirmed == 5).await;
+        answer_five(&topo, &b, "b").await;
+        assert_eq!(*b.status().borrow(), Status::Consuming);
         b.shutdown().await;
-        let results = topo.take(&topo.results, 10, WAIT).await;
-        assert_eq!(results.len(), 10);
-        let ids: BTreeSet<String> =
-            results.iter().map(|(_, m)| String::from_utf8(m.message_id.clone().unwrap()).unwrap()).collect();
-        assert_eq!(ids.len(), 10, "every task answered once: {ids:?}");
-        assert_eq!(topo.ready(&topo.tasks).await, 0);
+        every_task_answered_once(&topo).await;
     })
     .await;
 }
